@@ -1,0 +1,8 @@
+"""aidge_lite: a bit-exact reference for quantized neural networks."""
+from . import errors
+from .interp import run
+from .ir import Graph, Node, OpType, verify
+from .onnx_io import load_onnx
+
+__version__ = "0.1.0"
+__all__ = ["Graph", "Node", "OpType", "verify", "load_onnx", "run", "errors"]

@@ -1,0 +1,80 @@
+"""NumPy implementations of the windowed operators (conv, pools).
+
+Both loop over the kernel offsets and do one vectorised operation per offset:
+memory stays at one patch, and with integer-valued float64 operands every sum
+is exact (all partial sums stay far below 2**53).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _patch(xp, i, j, strides, dilations, out_hw):
+    """The (…, OH, OW) view of padded `xp` seen by kernel offset (i, j)."""
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
+    return xp[..., i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+
+
+def _pad_hw(x, pads, extra, value):
+    pt, pl, pb, pr = pads
+    widths = [(0, 0)] * (x.ndim - 2) + [(pt, pb + extra[0]), (pl, pr + extra[1])]
+    return np.pad(x, widths, constant_values=value)
+
+
+def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
+    """Grouped 2-D convolution, NCHW, zero padding; bias optional."""
+    n, c = x.shape[:2]
+    k, cg, kh, kw = w.shape
+    oh, ow = out_hw
+    kg = k // group
+    xp = _pad_hw(x, pads, (0, 0), 0).reshape(n, group, cg, *(_padded_hw(x, pads)))
+    wg = w.reshape(group, kg, cg, kh, kw)
+    out = np.zeros((group, n * oh * ow, kg), dtype=np.result_type(x, w))
+    for i in range(kh):
+        for j in range(kw):
+            patch = _patch(xp, i, j, strides, dilations, out_hw)  # (n, g, cg, oh, ow)
+            cols = patch.transpose(1, 0, 3, 4, 2).reshape(group, n * oh * ow, cg)
+            out += cols @ wg[:, :, :, i, j].transpose(0, 2, 1)
+    y = out.reshape(group, n, oh, ow, kg).transpose(1, 0, 4, 2, 3).reshape(n, k, oh, ow)
+    if b is not None:
+        y = y + b.reshape(1, k, 1, 1)
+    return y
+
+
+def _padded_hw(x, pads):
+    return x.shape[2] + pads[0] + pads[2], x.shape[3] + pads[1] + pads[3]
+
+
+def max_pool2d(x, kernel, strides, dilations, pads, out_hw, extra):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp = _pad_hw(x, pads, extra, fill)
+    out = None
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            patch = _patch(xp, i, j, strides, dilations, out_hw)
+            out = patch.copy() if out is None else np.maximum(out, patch)
+    return out
+
+
+def window_sums(x, kernel, strides, dilations, pads, out_hw, extra):
+    """Sum of each pooling window (padding contributes zeros)."""
+    xp = _pad_hw(x, pads, extra, 0)
+    out = np.zeros(x.shape[:2] + tuple(out_hw), dtype=np.result_type(x, np.int64))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            out += _patch(xp, i, j, strides, dilations, out_hw)
+    return out
+
+
+def window_counts(in_hw, kernel, strides, dilations, pads, out_hw, extra, include_pad):
+    """How many elements each average-pool window divides by, shape (OH, OW).
+
+    The ceil_mode overhang (`extra`) never counts; explicit pads count only
+    when `include_pad`.
+    """
+    ones = np.ones((1, 1) + tuple(in_hw), dtype=np.int64)
+    if include_pad:
+        pt, pl, pb, pr = pads
+        ones = np.pad(ones, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=1)
+        pads = (0, 0, 0, 0)
+    return window_sums(ones, kernel, strides, dilations, pads, out_hw, extra)[0, 0]

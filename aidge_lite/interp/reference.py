@@ -1,0 +1,229 @@
+"""The NumPy reference interpreter: the float specification of every op.
+
+A float graph runs in the dtype of its feeds' float type (float32 by default,
+float64 on request). A quantized graph (`graph.meta["quantized"]`) always runs
+in float64 holding integers: this is the fake-quant engine, and its integer
+rules (rounding, clipping, integer pools) live in `quant_ops`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Node, OpType
+from . import float_ops
+from .base import Interpreter
+from .geometry import window_geometry
+
+op = OpType
+
+
+class ReferenceInterpreter(Interpreter):
+    def __init__(self, dtype=None):
+        self.dtype = None if dtype is None else np.dtype(dtype)
+
+    def begin(self, graph):
+        super().begin(graph)
+        if graph.meta.get("quantized"):
+            self.compute_dtype = np.dtype(np.float64)
+        else:
+            self.compute_dtype = self.dtype or np.dtype(np.float32)
+
+    def prepare_input(self, node, value):
+        return np.asarray(value, dtype=self.compute_dtype)
+
+
+reg = ReferenceInterpreter.register
+
+
+@reg(op.CONSTANT)
+def _constant(self, node):
+    value = node.attrs["value"]
+    if value.dtype.kind in "fiub" and value.dtype != self.compute_dtype:
+        return value.astype(self.compute_dtype)
+    return value
+
+
+@reg(op.CONV)
+def _conv(self, node, x, w, b=None):
+    strides, dilations, pads, out_hw, _ = window_geometry(node, x.shape[2:], w.shape[2:])
+    return float_ops.conv2d(x, w, b, strides, dilations, pads, out_hw, node.attrs.get("group", 1))
+
+
+@reg(op.GEMM)
+def _gemm(self, node, a, b, c=None):
+    a = a.T if node.attrs.get("transA", 0) else a
+    b = b.T if node.attrs.get("transB", 0) else b
+    y = a @ b
+    alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
+    if alpha != 1.0:
+        y = y * y.dtype.type(alpha)
+    if c is not None:
+        y = y + (c if beta == 1.0 else c * c.dtype.type(beta))
+    return y
+
+
+@reg(op.MATMUL)
+def _matmul(self, node, a, b):
+    return np.matmul(a, b)
+
+
+_BINARY = {op.ADD: np.add, op.SUB: np.subtract, op.MUL: np.multiply, op.DIV: np.divide}
+
+
+@reg(*_BINARY)
+def _binary(self, node, a, b):
+    return _BINARY[node.op](a, b)
+
+
+@reg(op.CONCAT)
+def _concat(self, node, *xs):
+    return np.concatenate(xs, axis=node.attrs["axis"])
+
+
+@reg(op.RELU)
+def _relu(self, node, x):
+    return np.maximum(x, x.dtype.type(0))
+
+
+@reg(op.LEAKY_RELU)
+def _leaky_relu(self, node, x):
+    alpha = x.dtype.type(node.attrs.get("alpha", 0.01))
+    return np.where(x >= 0, x, x * alpha)
+
+
+@reg(op.CLIP)
+def _clip(self, node, x):
+    lo, hi = node.attrs.get("min"), node.attrs.get("max")
+    if lo is not None:
+        x = np.maximum(x, x.dtype.type(lo))
+    if hi is not None:
+        x = np.minimum(x, x.dtype.type(hi))
+    return x
+
+
+@reg(op.SIGMOID)
+def _sigmoid(self, node, x):
+    return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
+
+
+@reg(op.TANH)
+def _tanh(self, node, x):
+    return np.tanh(x)
+
+
+@reg(op.SOFTMAX)
+def _softmax(self, node, x):
+    axis = node.attrs.get("axis", -1)
+    if node.attrs.get("legacy_flatten"):  # opset < 13: softmax over the flattened tail
+        axis = axis % x.ndim
+        flat = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+        return _softmax_along(flat, 1).reshape(x.shape)
+    return _softmax_along(x, axis)
+
+
+def _softmax_along(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@reg(op.MAXPOOL)
+def _maxpool(self, node, x):
+    kernel = tuple(node.attrs["kernel_shape"])
+    strides, dilations, pads, out_hw, extra = window_geometry(node, x.shape[2:], kernel)
+    return float_ops.max_pool2d(x, kernel, strides, dilations, pads, out_hw, extra)
+
+
+@reg(op.AVGPOOL)
+def _avgpool(self, node, x):
+    kernel = tuple(node.attrs["kernel_shape"])
+    strides, dilations, pads, out_hw, extra = window_geometry(node, x.shape[2:], kernel)
+    sums = float_ops.window_sums(x, kernel, strides, dilations, pads, out_hw, extra)
+    counts = float_ops.window_counts(
+        x.shape[2:], kernel, strides, dilations, pads, out_hw, extra,
+        bool(node.attrs.get("count_include_pad", 0)),
+    )
+    return (sums / counts).astype(x.dtype)
+
+
+@reg(op.GLOBAL_AVGPOOL)
+def _global_avgpool(self, node, x):
+    return np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+@reg(op.BATCHNORM)
+def _batchnorm(self, node, x, scale, bias, mean, var):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    eps = x.dtype.type(node.attrs.get("epsilon", 1e-5))
+    factor = scale / np.sqrt(var + eps)
+    return (x - mean.reshape(shape)) * factor.reshape(shape) + bias.reshape(shape)
+
+
+@reg(op.FLATTEN)
+def _flatten(self, node, x):
+    axis = node.attrs.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
+    lead = int(np.prod(x.shape[:axis], dtype=np.int64))
+    return x.reshape(lead, -1) if x.size else x.reshape(lead, int(np.prod(x.shape[axis:])))
+
+
+@reg(op.RESHAPE)
+def _reshape(self, node, x):
+    shape = list(node.attrs["shape"])
+    if not node.attrs.get("allowzero", 0):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+@reg(op.TRANSPOSE)
+def _transpose(self, node, x):
+    return np.transpose(x, node.attrs.get("perm"))
+
+
+@reg(op.SQUEEZE)
+def _squeeze(self, node, x):
+    axes = node.attrs.get("axes")
+    return np.squeeze(x, axis=None if axes is None else tuple(axes))
+
+
+@reg(op.UNSQUEEZE)
+def _unsqueeze(self, node, x):
+    return np.expand_dims(x, tuple(a % (x.ndim + len(node.attrs["axes"])) for a in node.attrs["axes"]))
+
+
+@reg(op.PAD)
+def _pad(self, node, x):
+    pads, rank = node.attrs["pads"], x.ndim
+    axes = [a % rank for a in node.attrs.get("axes", range(rank))]
+    widths = [(0, 0)] * rank
+    for k, axis in enumerate(axes):
+        widths[axis] = (pads[k], pads[k + len(axes)])
+    mode = node.attrs.get("mode", "constant")
+    if mode == "constant":
+        return np.pad(x, widths, constant_values=x.dtype.type(node.attrs.get("value", 0.0)))
+    return np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+@reg(op.IDENTITY, op.DROPOUT)
+def _identity(self, node, x):
+    return x
+
+
+def run(graph, inputs, *, intermediates=False, engine="reference", dtype=None, target=None):
+    """Run `graph` on `inputs` (an array, or a dict name -> array).
+
+    engine="reference" is the NumPy interpreter (the fake-quant simulation for a
+    quantized graph); engine="integer" runs a quantized graph in true integer
+    arithmetic through the Numba kernels. Returns a dict name -> array.
+    """
+    if engine == "reference":
+        interp = ReferenceInterpreter(dtype)
+    elif engine == "integer":
+        from .integer import IntegerInterpreter
+
+        interp = IntegerInterpreter(target=target)
+    else:
+        from ..errors import InputError
+
+        raise InputError(f"unknown engine '{engine}': use 'reference' or 'integer'")
+    if target is not None and engine == "reference":
+        interp.target = target
+    return interp.run(graph, inputs, intermediates=intermediates)

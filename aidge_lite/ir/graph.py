@@ -1,0 +1,175 @@
+"""`Graph`: the IR container, a thin wrapper over `networkx.DiGraph`.
+
+This is the only module that calls networkx. Each node produces one tensor
+named like the node; graph inputs are `INPUT` nodes and weights are `CONSTANT`
+nodes whose array lives in `attrs["value"]`, so every tensor is addressable by
+name and one graph walk serves every interpreter.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from typing import Iterator
+
+import networkx as nx
+import numpy as np
+
+from ..errors import GraphError
+from .node import Node
+from .ops import OpType
+
+
+class Graph:
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self._g = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.meta: dict = {}
+
+    # ----------------------------------------------------------------- reading
+    def __contains__(self, name: str) -> bool:
+        return name in self._g
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.topo_order())
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._g.nodes[name]["node"]
+        except KeyError:
+            raise GraphError(f"no node named '{name}'") from None
+
+    def nodes(self) -> list[Node]:
+        """All nodes, in deterministic topological order."""
+        return self.topo_order()
+
+    def topo_order(self) -> list[Node]:
+        try:
+            names = nx.lexicographical_topological_sort(self._g)
+            return [self._g.nodes[n]["node"] for n in names]
+        except nx.NetworkXUnfeasible:
+            raise GraphError(f"graph '{self.name}' has a cycle") from None
+
+    def producers(self, name: str) -> list[Node]:
+        """The nodes feeding `name`, in operand order."""
+        return [self.node(i) for i in self.node(name).inputs]
+
+    def consumers(self, name: str) -> list[Node]:
+        """The nodes reading `name`, sorted by name for determinism."""
+        return [self._g.nodes[n]["node"] for n in sorted(self._g.successors(name))]
+
+    def constant(self, name: str) -> np.ndarray:
+        node = self.node(name)
+        if node.op is not OpType.CONSTANT:
+            raise GraphError(f"node '{name}' is a {node.op.value}, not a constant")
+        return node.attrs["value"]
+
+    def is_constant(self, name: str) -> bool:
+        return name in self and self.node(name).op is OpType.CONSTANT
+
+    def edges(self) -> set[tuple[str, str]]:
+        return set(self._g.edges())
+
+    def is_acyclic(self) -> bool:
+        return nx.is_directed_acyclic_graph(self._g)
+
+    # ---------------------------------------------------------------- mutation
+    def add(self, node: Node) -> Node:
+        """Add `node`; its inputs must already be in the graph."""
+        if node.name in self._g:
+            raise GraphError(f"node '{node.name}' already exists")
+        missing = [i for i in node.inputs if i not in self._g]
+        if missing:
+            raise GraphError(f"node '{node.name}': unknown input(s) {missing}")
+        self._g.add_node(node.name, node=node)
+        self._g.add_edges_from((i, node.name) for i in node.inputs)
+        if node.op is OpType.INPUT:
+            self.inputs.append(node.name)
+        return node
+
+    def add_constant(self, name: str, value) -> Node:
+        return self.add(Node(name, OpType.CONSTANT, attrs={"value": np.asarray(value)}))
+
+    def set_constant(self, name: str, value) -> None:
+        self.constant(name)  # raises if not a constant
+        self.node(name).attrs["value"] = np.asarray(value)
+
+    def set_inputs(self, name: str, inputs: list[str]) -> None:
+        """Replace the operand list of `name`, keeping the edges in sync."""
+        node = self.node(name)
+        missing = [i for i in inputs if i not in self._g]
+        if missing:
+            raise GraphError(f"node '{name}': unknown input(s) {missing}")
+        self._g.remove_edges_from([(i, name) for i in set(node.inputs)])
+        node.inputs = list(inputs)
+        self._g.add_edges_from((i, name) for i in node.inputs)
+
+    def unique_name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._g:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def replace_uses(self, old: str, new: str, *, exclude: tuple[str, ...] = ()) -> None:
+        """Every consumer of `old` (and the graph outputs) reads `new` instead."""
+        for consumer in self.consumers(old):
+            if consumer.name in exclude or consumer.name == new:
+                continue
+            self.set_inputs(consumer.name, [new if i == old else i for i in consumer.inputs])
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def insert_after(self, name: str, node: Node) -> Node:
+        """Insert single-input `node` after `name`: every reader of `name` reads `node`."""
+        node.inputs = [name]
+        self.add(node)
+        self.replace_uses(name, node.name, exclude=(node.name,))
+        return node
+
+    def insert_before(self, name: str, node: Node, operand: int = 0) -> Node:
+        """Insert single-input `node` on operand `operand` of `name` only."""
+        target = self.node(name)
+        source = target.inputs[operand]
+        node.inputs = [source]
+        self.add(node)
+        new_inputs = list(target.inputs)
+        new_inputs[operand] = node.name
+        self.set_inputs(name, new_inputs)
+        return node
+
+    def remove(self, name: str) -> Node:
+        """Remove a node nobody reads."""
+        users = sorted(self._g.successors(name)) if name in self._g else []
+        if users or name in self.outputs:
+            raise GraphError(f"cannot remove '{name}': still read by {users or 'the graph outputs'}")
+        node = self.node(name)
+        self._g.remove_node(name)
+        if name in self.inputs:
+            self.inputs.remove(name)
+        return node
+
+    def bypass(self, name: str) -> Node:
+        """Splice out a single-input node: its readers read its input instead."""
+        node = self.node(name)
+        if len(node.inputs) != 1:
+            raise GraphError(f"cannot bypass '{name}': it has {len(node.inputs)} inputs")
+        self.replace_uses(name, node.inputs[0])
+        return self.remove(name)
+
+    def prune(self) -> list[str]:
+        """Remove nodes that do not contribute to any output (except graph inputs)."""
+        keep = set(self.outputs)
+        for out in self.outputs:
+            keep |= nx.ancestors(self._g, out)
+        dead = [n for n in self._g if n not in keep and n not in self.inputs]
+        self._g.remove_nodes_from(dead)
+        return sorted(dead)
+
+    def copy(self) -> "Graph":
+        """A deep copy: nodes, attributes, metadata and arrays are all copied."""
+        return _copy.deepcopy(self)
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, {len(self)} nodes, inputs={self.inputs}, outputs={self.outputs})"
