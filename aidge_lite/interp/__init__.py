@@ -1,5 +1,6 @@
 """Interpreters: one graph walk (`base`), several op tables."""
 from .base import Interpreter
+from . import quant_ops  # registers the quantized ops on the reference table
 from .reference import ReferenceInterpreter, run
 
 __all__ = ["Interpreter", "ReferenceInterpreter", "run"]

@@ -13,13 +13,16 @@ from ..ir import Node, OpType
 from . import float_ops
 from .base import Interpreter
 from .geometry import window_geometry
+from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target
 
 op = OpType
 
 
 class ReferenceInterpreter(Interpreter):
-    def __init__(self, dtype=None):
+    def __init__(self, dtype=None, target=None):
         self.dtype = None if dtype is None else np.dtype(dtype)
+        self.target = target
+        self.integer = False
 
     def begin(self, graph):
         super().begin(graph)
@@ -27,6 +30,20 @@ class ReferenceInterpreter(Interpreter):
             self.compute_dtype = np.dtype(np.float64)
         else:
             self.compute_dtype = self.dtype or np.dtype(np.float32)
+        self.integer = bool(graph.meta.get("integer"))
+        if self.integer:
+            import kernels
+
+            self.policy = AccumulatorPolicy(graph_target(graph, self.target), kernels.fit_accumulator_ref)
+
+    def run_node(self, node, operands):
+        value = super().run_node(node, operands)
+        if self.integer and node.op in ACCUMULATING:
+            value = self.policy.apply(node, value.astype(np.int64)).astype(np.float64)
+        return value
+
+    def count_clipped(self, node, view, out):
+        """Hook for the report: the plain engine does not count."""
 
     def prepare_input(self, node, value):
         return np.asarray(value, dtype=self.compute_dtype)
@@ -215,7 +232,7 @@ def run(graph, inputs, *, intermediates=False, engine="reference", dtype=None, t
     arithmetic through the Numba kernels. Returns a dict name -> array.
     """
     if engine == "reference":
-        interp = ReferenceInterpreter(dtype)
+        interp = ReferenceInterpreter(dtype, target)
     elif engine == "integer":
         from .integer import IntegerInterpreter
 
@@ -224,6 +241,4 @@ def run(graph, inputs, *, intermediates=False, engine="reference", dtype=None, t
         from ..errors import InputError
 
         raise InputError(f"unknown engine '{engine}': use 'reference' or 'integer'")
-    if target is not None and engine == "reference":
-        interp.target = target
     return interp.run(graph, inputs, intermediates=intermediates)

@@ -1,0 +1,78 @@
+"""What the fake-quant and the integer engine share: accumulator policy and
+the quantizer's channel layout. Only the arithmetic backends differ (NumPy
+twins vs Numba kernels); the rules are written once here.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import AccumulatorOverflowError
+from ..ir import OpType
+from ..target import Target
+
+# Ops whose integer result is an accumulator (before a quantizer brings it back to n bits).
+ACCUMULATING = frozenset({OpType.CONV, OpType.GEMM, OpType.ADD, OpType.SUB})
+
+
+class AccumulatorOverflowWarning(UserWarning):
+    pass
+
+
+class AccumulatorPolicy:
+    """Applies the target's accumulator width and overflow rule; counts overflows per node."""
+
+    def __init__(self, target: Target, fit):
+        self.bits = target.acc_bits
+        self.mode = target.overflow
+        self.fit = fit  # kernels.fit_accumulator or its NumPy twin
+        self.overflows: dict[str, int] = {}
+
+    def apply(self, node, acc: np.ndarray) -> np.ndarray:
+        limit = 1 << (self.bits - 1)
+        if self.bits >= 64 or acc.size == 0 or (acc.max() < limit and acc.min() >= -limit):
+            return acc
+        fitted, count = self.fit(np.ascontiguousarray(acc.ravel()), self.bits, self.mode == "wrap")
+        if self.mode == "error":
+            raise AccumulatorOverflowError(node.name, int(count), self.bits)
+        self.overflows[node.name] = self.overflows.get(node.name, 0) + int(count)
+        warnings.warn(f"node '{node.name}': {count} accumulator value(s) exceed int{self.bits}, "
+                      f"{'wrapped' if self.mode == 'wrap' else 'saturated'}",
+                      AccumulatorOverflowWarning, stacklevel=2)
+        return fitted.reshape(acc.shape)
+
+
+def graph_target(graph, override: Target | None) -> Target:
+    if override is not None:
+        return override
+    stored = graph.meta.get("target")
+    return Target.from_dict(stored) if stored else Target()
+
+
+def channels_view(x: np.ndarray) -> np.ndarray:
+    """(N, C, S) view of an (N, C, ...) tensor: quantizers work per channel on axis 1."""
+    if x.ndim == 1:
+        return x.reshape(1, 1, -1)
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def per_channel(values, channels: int, dtype) -> np.ndarray:
+    """A scalar or (C,) parameter as a contiguous (C,) array."""
+    array = np.atleast_1d(np.asarray(values, dtype=dtype))
+    return np.ascontiguousarray(np.broadcast_to(array, (channels,)) if array.size == 1 else array)
+
+
+def quantizer_args(node, x: np.ndarray):
+    """(acc3d, multipliers..., mode, bounds) for the requant kernels from a QUANTIZER node."""
+    from kernels.rounding import ROUNDING_NAMES
+
+    attrs = node.attrs
+    view = channels_view(x)
+    mode = ROUNDING_NAMES[attrs["rounding"]]
+    bounds = np.array([attrs["lo"], attrs["hi"]], dtype=np.int64)
+    channels = view.shape[1]
+    if attrs.get("mode", "float") == "float":
+        return view, (per_channel(attrs["scale"], channels, np.float64),), mode, bounds
+    return view, (per_channel(attrs["multiplier"], channels, np.int64),
+                  per_channel(attrs["shift"], channels, np.int64)), mode, bounds

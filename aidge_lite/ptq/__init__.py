@@ -1,0 +1,97 @@
+"""Post-training quantization: one pass per module, run in order by `PIPELINE`.
+
+`quantize_network(graph, calibration, ...)` copies the graph, runs every pass
+with `verify` after each, and returns the quantized copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AidgeLiteError, InputError
+from ..ir import Graph, verify
+from ..target import Target
+from .calibrate import calibrate
+from .calibration_data import DEFAULT_BATCH, CalibrationSet
+from .config import PassReport, PTQConfig
+from .insert_scaling import insert_scaling
+from .normalize_activations import normalize_activations
+from .normalize_parameters import normalize_parameters
+from .prepare import prepare
+from .quantize import quantize
+
+PIPELINE = (
+    prepare,
+    insert_scaling,
+    normalize_parameters,
+    calibrate,
+    normalize_activations,
+    quantize,
+)
+
+
+def run_pipeline(graph: Graph, cfg: PTQConfig, passes=PIPELINE) -> list[PassReport]:
+    """Run `passes` in order on `graph` (in place), verifying after each one."""
+    reports: list[PassReport] = []
+    for ptq_pass in passes:
+        try:
+            reports.append(ptq_pass(graph, cfg))
+            verify(graph)
+        except AidgeLiteError as exc:
+            done = [r.name for r in reports]
+            exc.add_note(f"in PTQ pass '{ptq_pass.__name__}' (after {done})")
+            raise
+    return reports
+
+
+def quantize_network(
+    graph: Graph,
+    calibration,
+    *,
+    nb_bits: int = 8,
+    no_quant: bool = False,
+    clipping: str = "max",
+    cle: bool = False,
+    optimize_signs: bool = False,
+    single_shift: bool = False,
+    per_channel: bool = False,
+    target: Target | None = None,
+    compat: str | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> Graph:
+    """Return a quantized copy of `graph`; `graph` itself is left untouched.
+
+    `calibration` is an array (N, ...), a list of arrays, an iterable of batches
+    or a callable returning an iterator of batches (for large sets).
+    """
+    cfg = PTQConfig(
+        calibration=CalibrationSet(calibration, batch_size), nb_bits=nb_bits, no_quant=no_quant,
+        clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
+        per_channel=per_channel, target=target or Target(), compat=compat,
+    )
+    qgraph = graph.copy()
+    reports = run_pipeline(qgraph, cfg)
+    qgraph.meta["ptq_passes"] = [{"pass": r.name, "modified": r.modified} for r in reports]
+    qgraph.meta["options"] = {
+        "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
+        "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
+        "compat": compat,
+    }
+    return qgraph
+
+
+def dequantize(qgraph: Graph, outputs: dict) -> dict:
+    """Float values of a quantized graph's outputs: q / F for each output."""
+    scales = qgraph.meta.get("output_scale")
+    if scales is None:
+        raise InputError(f"graph '{qgraph.name}' is not quantized (no output scale)")
+    result = {}
+    for name, value in outputs.items():
+        if name not in scales:
+            raise InputError(f"'{name}' is not an output of the quantized graph")
+        factor = np.asarray(scales[name], dtype=np.float64)
+        value = np.asarray(value, dtype=np.float64)
+        result[name] = value / (factor if factor.ndim == 0 else factor.reshape((1, -1) + (1,) * (value.ndim - 2)))
+    return result
+
+
+__all__ = ["PIPELINE", "quantize_network", "dequantize", "run_pipeline", "PTQConfig", "PassReport"]

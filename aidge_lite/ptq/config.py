@@ -1,0 +1,59 @@
+"""Configuration and report types shared by the PTQ passes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import QuantizationError
+from ..target import Target
+from .calibration_data import CalibrationSet
+
+CLIPPINGS = ("max", "mse", "aa", "kl")
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """Every option of `quantize_network`; passes read it, never a global."""
+
+    calibration: CalibrationSet | None = None
+    nb_bits: int = 8
+    no_quant: bool = False
+    clipping: str = "max"
+    cle: bool = False
+    optimize_signs: bool = False
+    single_shift: bool = False
+    per_channel: bool = False
+    target: Target = field(default_factory=Target)
+    compat: str | None = None  # "aidge" reproduces the reference library's formulas
+
+    def __post_init__(self):
+        if isinstance(self.nb_bits, bool) or not isinstance(self.nb_bits, int) or not 2 <= self.nb_bits <= 16:
+            raise QuantizationError(f"nb_bits must be an int in 2..16, got {self.nb_bits!r}")
+        if self.clipping not in CLIPPINGS:
+            raise QuantizationError(f"clipping must be one of {CLIPPINGS}, got {self.clipping!r}")
+        if self.compat not in (None, "aidge"):
+            raise QuantizationError(f"compat must be None or 'aidge', got {self.compat!r}")
+
+    @property
+    def act_signed_max(self) -> int:
+        """Sa for a signed tensor: 2^(n-1) - 1."""
+        return (1 << (self.nb_bits - 1)) - 1
+
+    @property
+    def act_unsigned_max(self) -> int:
+        """Sa for an unsigned tensor: 2^n - 1."""
+        return (1 << self.nb_bits) - 1
+
+    @property
+    def weight_max(self) -> int:
+        """Sw: weights are always signed, in [-(2^(n-1) - 1), 2^(n-1) - 1]."""
+        return (1 << (self.nb_bits - 1)) - 1
+
+
+@dataclass
+class PassReport:
+    """What a pass did: `modified` is False when it found nothing to do."""
+
+    name: str
+    modified: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,82 @@
+"""normalize_parameters: bring every weight tensor into [-1, 1].
+
+For each affine node k, in topological order, alpha_k = max|W_k| (per output
+channel with `per_channel`), W_k <- W_k / alpha_k, and the bias is divided by
+the product of the alphas accumulated along the path (the network value at the
+node is now ref / prod(alpha)). At a joining node the accumulated factors are
+arbitrated by max: the branch that arrives smaller has its private scaling node
+multiplied up so every operand carries the same factor (reference library,
+aidge-ptq.md §3). With per-channel alphas, the scaling node after the affine
+node brings the channels back to one common factor.
+
+An all-zero weight tensor (or channel) keeps alpha = 1: nothing to normalise,
+and no division by zero. `attrs["weight_scale"]` records 1/alpha, the factor
+applied to the float weights, for the report and the export.
+
+Requires: `insert_scaling`. Ensures: |W| <= 1 for every affine node.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import AFFINE, JOINING, Graph, OpType
+from .config import PassReport, PTQConfig
+from .walk import RESCALING, branch_rescaler, propagate
+
+
+def weight_ranges(weight: np.ndarray, per_channel: bool) -> np.ndarray | float:
+    """max|W| per tensor, or per output channel (axis 0); zeros become 1."""
+    if per_channel:
+        ranges = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1, initial=0.0)
+        return np.where(ranges > 0, ranges, 1.0).astype(np.float64)
+    peak = float(np.abs(weight).max(initial=0.0))
+    return peak if peak > 0 else 1.0
+
+
+def normalize_parameters(graph: Graph, cfg: PTQConfig) -> PassReport:
+    alphas: dict[str, object] = {}
+
+    def rule(node, factors):
+        if node.op is OpType.INPUT:
+            return 1.0
+        if node.op in AFFINE:
+            return _normalize_affine(graph, node, factors[0], cfg.per_channel, alphas)
+        if node.op in RESCALING:
+            return _settle_channels(node, factors[0])
+        if node.op in JOINING:
+            return _arbitrate_max(graph, node, factors)
+        return factors[0]
+
+    propagate(graph, rule)
+    return PassReport("normalize_parameters", bool(alphas), {"alpha": alphas})
+
+
+def _normalize_affine(graph, node, factor_in, per_channel, alphas):
+    w_name, b_name = node.inputs[1], node.inputs[2]
+    weight = graph.constant(w_name).astype(np.float64)
+    alpha = weight_ranges(weight, per_channel)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    graph.set_constant(w_name, weight / np.reshape(alpha, shape) if per_channel else weight / alpha)
+    factor_out = factor_in / np.asarray(alpha) if per_channel else factor_in / alpha
+    graph.set_constant(b_name, graph.constant(b_name).astype(np.float64) * factor_out)
+    node.attrs["weight_scale"] = 1.0 / np.asarray(alpha) if per_channel else 1.0 / alpha
+    alphas[node.name] = alpha
+    return factor_out
+
+
+def _settle_channels(node, factor_in):
+    """A scaling node's output carries one factor; per-channel inputs are aligned to the smallest."""
+    if np.ndim(factor_in) == 0:
+        return factor_in * node.attrs["scale"]
+    common = float(np.min(factor_in))
+    node.attrs["scale"] = node.attrs["scale"] * common / factor_in
+    return common
+
+
+def _arbitrate_max(graph, node, factors):
+    common = max(factors)
+    operands = [i for i in node.inputs if not graph.is_constant(i)]
+    for source, factor in zip(operands, factors):
+        if factor != common:
+            branch_rescaler(graph, source).attrs["scale"] *= common / factor
+    return common

@@ -1,0 +1,213 @@
+"""prepare: bring an imported float graph into the form the PTQ passes expect.
+
+Ensures: every affine node is a CONV or a canonical GEMM (`y = x @ W.T + b`,
+W of shape (out, in), transB=1, alpha=beta=1) with a constant bias; BatchNorm
+is folded into the affine node before it; MatMul + Add(bias) and Conv +
+Add(bias) are fused; constant sub-graphs (Reshape/Transpose of initializers)
+are folded; Identity, Dropout, no-op Flatten and a final Softmax are removed.
+Every remaining op is one the quantizer knows; anything else is refused with a
+`QuantizationError` naming the node (the reference library needs this pass to
+quantize mnist-8 at all).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import QuantizationError
+from ..interp.reference import ReferenceInterpreter
+from ..interp.shapes import infer_shapes
+from ..ir import AFFINE, Graph, Node, OpType
+from ..ir.node import META_SHAPE
+from .config import PassReport, PTQConfig
+
+QUANTIZABLE = frozenset(
+    {OpType.INPUT, OpType.CONSTANT, OpType.CONV, OpType.GEMM, OpType.ADD, OpType.CONCAT,
+     OpType.RELU, OpType.MAXPOOL, OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL, OpType.FLATTEN,
+     OpType.RESHAPE, OpType.TRANSPOSE, OpType.SQUEEZE, OpType.UNSQUEEZE, OpType.PAD,
+     OpType.SCALING}
+)
+
+
+def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
+    report = PassReport("prepare")
+    notes = report.notes
+    notes["folded_constants"] = _fold_constants(graph)
+    notes["popped_softmax"] = _pop_final_softmax(graph)
+    notes["removed_noops"] = _remove_noops(graph)
+    notes["matmul_to_gemm"] = [_matmul_to_gemm(graph, n) for n in _ops(graph, OpType.MATMUL)]
+    for node in _ops(graph, OpType.GEMM):
+        _canonical_gemm(graph, node)
+    for node in _ops(graph, OpType.CONV):
+        if not graph.is_constant(node.inputs[1]):
+            raise QuantizationError(f"node '{node.name}': Conv weights must be a constant")
+        _ensure_bias(graph, node, graph.constant(node.inputs[1]).shape[0])
+    notes["fused_bias_adds"] = [n for n in (_fuse_bias_add(graph, a) for a in _affines(graph)) if n]
+    notes["folded_batchnorms"] = [_fold_batchnorm(graph, n) for n in _ops(graph, OpType.BATCHNORM)]
+    graph.prune()
+    infer_shapes(graph)
+    _check_quantizable(graph)
+    report.modified = any(bool(v) for v in notes.values())
+    return report
+
+
+def _ops(graph, op):
+    return [n for n in graph.topo_order() if n.op is op]
+
+
+def _affines(graph):
+    return [n for n in graph.topo_order() if n.op in AFFINE]
+
+
+def _fold_constants(graph) -> list[str]:
+    interp = ReferenceInterpreter(np.float64)
+    interp.begin(graph)
+    folded = []
+    for node in graph.topo_order():
+        if node.op in (OpType.INPUT, OpType.CONSTANT) or not node.inputs:
+            continue
+        if all(graph.is_constant(i) for i in node.inputs):
+            operands = [graph.constant(i) for i in node.inputs]
+            value = interp.run_node(node, [np.asarray(v, np.float64) if v.dtype.kind == "f" else v
+                                           for v in operands])
+            dtype = operands[0].dtype
+            _replace_with_constant(graph, node, np.asarray(value).astype(dtype))
+            folded.append(node.name)
+    return folded
+
+
+def _replace_with_constant(graph, node, value):
+    temp = graph.add_constant(graph.unique_name(node.name + "_folded"), value)
+    graph.replace_uses(node.name, temp.name)
+    graph.remove(node.name)
+    graph.add_constant(node.name, value)
+    graph.replace_uses(temp.name, node.name)
+    graph.remove(temp.name)
+
+
+def _pop_final_softmax(graph) -> list[str]:
+    popped = []
+    for name in list(graph.outputs):
+        node = graph.node(name)
+        if node.op is OpType.SOFTMAX:
+            graph.bypass(name)
+            popped.append(name)
+    return popped
+
+
+def _remove_noops(graph) -> list[str]:
+    removed = []
+    for node in graph.topo_order():
+        is_noop = node.op in (OpType.IDENTITY, OpType.DROPOUT) or (
+            node.op is OpType.FLATTEN and len(graph.node(node.inputs[0]).meta.get(META_SHAPE, ())) == 2
+            and node.attrs.get("axis", 1) == 1
+        )
+        if is_noop:
+            graph.bypass(node.name)
+            removed.append(node.name)
+    return removed
+
+
+def _matmul_to_gemm(graph, node) -> str:
+    x, w = node.inputs
+    if not graph.is_constant(w) or graph.constant(w).ndim != 2 or len(node.meta.get(META_SHAPE, ())) != 2:
+        raise QuantizationError(f"node '{node.name}': MatMul needs a 2-D input and a constant 2-D weight")
+    weight = graph.constant(w)
+    w_name = graph.unique_name(node.name + "_weight")
+    graph.add_constant(w_name, np.ascontiguousarray(weight.T))
+    node.op = OpType.GEMM
+    node.attrs = {"transB": 1}
+    graph.set_inputs(node.name, [x, w_name])
+    _ensure_bias(graph, node, weight.shape[1])
+    return node.name
+
+
+def _canonical_gemm(graph, node):
+    attrs = node.attrs
+    if attrs == {"transB": 1} and len(node.inputs) == 3:
+        return  # already canonical (e.g. made from a MatMul)
+    if attrs.get("transA", 0) or not graph.is_constant(node.inputs[1]):
+        raise QuantizationError(f"node '{node.name}': Gemm with transA or a non-constant weight")
+    weight = graph.constant(node.inputs[1]) * attrs.get("alpha", 1.0)
+    weight = weight if attrs.get("transB", 0) else weight.T
+    out = weight.shape[0]
+    bias = np.zeros(out, weight.dtype)
+    if len(node.inputs) > 2:
+        c = graph.constant(node.inputs[2]) * attrs.get("beta", 1.0)
+        if c.size not in (1, out) or (c.ndim == 2 and c.shape[0] != 1):
+            raise QuantizationError(f"node '{node.name}': Gemm bias of shape {c.shape} is not per output")
+        bias = bias + c.reshape(-1)
+    w_name = graph.unique_name(node.name + "_weight")
+    b_name = graph.unique_name(node.name + "_bias")
+    graph.add_constant(w_name, np.ascontiguousarray(weight.astype(graph.constant(node.inputs[1]).dtype)))
+    graph.add_constant(b_name, bias.astype(weight.dtype))
+    node.attrs = {"transB": 1}
+    graph.set_inputs(node.name, [node.inputs[0], w_name, b_name])
+
+
+def _ensure_bias(graph, node, out_channels):
+    if len(node.inputs) == 2:
+        dtype = graph.constant(node.inputs[1]).dtype
+        b_name = graph.add_constant(graph.unique_name(node.name + "_bias"),
+                                    np.zeros(out_channels, dtype)).name
+        graph.set_inputs(node.name, node.inputs + [b_name])
+
+
+def _per_channel_constant(value, out_channels, channel_axis, rank):
+    """`value` as a (out_channels,) vector if it only varies along the channel axis."""
+    if value.ndim > rank:
+        return None
+    full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    other = [d for axis, d in enumerate(full.shape) if axis != channel_axis]
+    if any(d != 1 for d in other) or full.shape[channel_axis] not in (1, out_channels):
+        return None
+    return np.broadcast_to(full.reshape(-1), (out_channels,)).copy()
+
+
+def _fuse_bias_add(graph, affine) -> str | None:
+    users = graph.consumers(affine.name)
+    if len(users) != 1 or users[0].op is not OpType.ADD or affine.name in graph.outputs:
+        return None
+    add = users[0]
+    other = [i for i in add.inputs if i != affine.name]
+    if len(other) != 1 or not graph.is_constant(other[0]):
+        return None
+    out_channels = graph.constant(affine.inputs[1]).shape[0]
+    rank = len(affine.meta[META_SHAPE])
+    vector = _per_channel_constant(graph.constant(other[0]), out_channels, 1, rank)
+    if vector is None:
+        return None
+    b_name = affine.inputs[2]
+    graph.set_constant(b_name, graph.constant(b_name) + vector.astype(graph.constant(b_name).dtype))
+    graph.replace_uses(add.name, affine.name)
+    graph.remove(add.name)
+    return add.name
+
+
+def _fold_batchnorm(graph, bn) -> str:
+    source = graph.node(bn.inputs[0])
+    if source.op not in AFFINE or len(graph.consumers(source.name)) != 1 or source.name in graph.outputs:
+        raise QuantizationError(
+            f"node '{bn.name}': BatchNormalization must follow a Conv/Gemm with no other reader"
+        )
+    scale, beta, mean, var = (graph.constant(i).astype(np.float64) for i in bn.inputs[1:])
+    factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    w_name, b_name = source.inputs[1], source.inputs[2]
+    weight, bias = graph.constant(w_name), graph.constant(b_name)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    graph.set_constant(w_name, (weight * factor.reshape(shape)).astype(weight.dtype))
+    graph.set_constant(b_name, ((bias - mean) * factor + beta).astype(bias.dtype))
+    graph.bypass(bn.name)
+    return bn.name
+
+
+def _check_quantizable(graph):
+    for node in graph.topo_order():
+        if node.op not in QUANTIZABLE:
+            raise QuantizationError(f"node '{node.name}': operator {node.op.value} cannot be quantized")
+        if node.op is OpType.PAD and (node.attrs.get("mode", "constant") != "constant"
+                                      or node.attrs.get("value", 0.0) != 0.0):
+            raise QuantizationError(f"node '{node.name}': only zero constant padding is quantizable")
+        if node.op in (OpType.ADD, OpType.CONCAT) and any(graph.is_constant(i) for i in node.inputs):
+            raise QuantizationError(f"node '{node.name}': {node.op.value} with a constant operand")
+        if node.op in AFFINE and not all(graph.is_constant(i) for i in node.inputs[1:]):
+            raise QuantizationError(f"node '{node.name}': weights and bias must be constants")

@@ -1,0 +1,123 @@
+"""quantize: turn the normalised graph into an n-bit integer graph.
+
+With Sw = 2^(n-1) - 1 (weights are always signed) and Sa = 2^(n-1) - 1 for a
+signed tensor or 2^n - 1 for an unsigned one (sign optimisation):
+W <- round(W * Sw), b <- round(b * Sw * Sa(in)), and a rescaling node's scale
+s <- s * Sa(out) / (Sa(in) * Sw) after an affine node, s * Sa(out) / Sa(in)
+after a residual or joining node. Every SCALING node becomes a QUANTIZER:
+rescale, round (the target's rule, half away from zero by default — never
+NumPy's silent half-to-even), clip to [-2^(n-1), 2^(n-1)-1] or [0, 2^n-1].
+The input's scaling node becomes the explicit input quantizer. Average pools
+become integer pools (exact sum, rounded division). `no_quant` keeps every
+scale but skips rounding and clipping (a check of the scale bookkeeping).
+
+Ensures: weights in int8/int16, biases in int32 (int64 if needed), each
+quantizer records its multiplier, rounding rule, clip range and output dtype,
+and `graph.meta["output_scale"]` maps each output to q / float.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.rounding import ROUNDING_NAMES, round_float_ref
+
+from ..ir import AFFINE, JOINING, Graph, OpType
+from ..ir.node import META_SIGNED
+from .config import PassReport, PTQConfig
+from .rescale import encode_rescale
+from .walk import RESCALING, propagate
+
+
+def act_max(cfg: PTQConfig, signed: bool) -> int:
+    return cfg.act_signed_max if signed else cfg.act_unsigned_max
+
+
+def clip_bounds(nb_bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (nb_bits - 1)), (1 << (nb_bits - 1)) - 1) if signed else (0, (1 << nb_bits) - 1)
+
+
+def int_dtype(nb_bits: int, signed: bool) -> str:
+    width = 8 if nb_bits <= 8 else 16
+    return f"{'' if signed else 'u'}int{width}"
+
+
+def round_half_away(values: np.ndarray) -> np.ndarray:
+    return round_float_ref(np.asarray(values, dtype=np.float64), ROUNDING_NAMES["half_away"])
+
+
+def quantize(graph: Graph, cfg: PTQConfig) -> PassReport:
+    integer = not cfg.no_quant
+    sw = cfg.weight_max
+
+    def rule(node, levels):
+        if node.op is OpType.INPUT:
+            return 1.0
+        if node.op in AFFINE:
+            _quantize_affine(graph, node, sw, levels[0], integer, cfg.nb_bits)
+            return levels[0] * sw
+        if node.op in RESCALING:
+            signed = node.meta.get(META_SIGNED, True)
+            node.attrs["scale"] = node.attrs["scale"] * act_max(cfg, signed) / levels[0]
+            return act_max(cfg, signed)
+        if node.op in JOINING and len(set(levels)) > 1:
+            raise AssertionError(f"join '{node.name}' operands at levels {levels}")
+        return levels[0]
+
+    propagate(graph, rule)
+    if integer:
+        for node in graph.topo_order():
+            if node.op is OpType.SCALING:
+                _to_quantizer(graph, node, cfg)
+            elif node.op in (OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL):
+                node.attrs["rounding"] = cfg.target.rounding
+    graph.meta.update(
+        quantized=True, integer=integer, nb_bits=cfg.nb_bits, target=cfg.target.to_dict(),
+        output_scale=output_scales(graph),
+    )
+    return PassReport("quantize", True, {"nb_bits": cfg.nb_bits, "integer": integer})
+
+
+def _quantize_affine(graph, node, sw, level_in, integer, nb_bits):
+    w_name, b_name = node.inputs[1], node.inputs[2]
+    weight = graph.constant(w_name) * sw
+    bias = graph.constant(b_name) * (sw * level_in)
+    node.attrs["weight_scale"] = node.attrs.get("weight_scale", 1.0) * sw
+    if integer:
+        weight = round_half_away(weight).astype(int_dtype(nb_bits, True))
+        bias = round_half_away(bias)
+        bias = bias.astype(np.int32 if np.abs(bias).max(initial=0) < 2**31 else np.int64)
+    graph.set_constant(w_name, weight)
+    graph.set_constant(b_name, bias)
+
+
+def _to_quantizer(graph, node, cfg):
+    signed = node.meta.get(META_SIGNED, True)
+    lo, hi = clip_bounds(cfg.nb_bits, signed)
+    node.op = OpType.QUANTIZER
+    node.attrs.update(
+        rounding=cfg.target.rounding, lo=lo, hi=hi, dtype=int_dtype(cfg.nb_bits, signed),
+        signed=signed,
+    )
+    from_float = graph.node(node.inputs[0]).op is OpType.INPUT
+    node.attrs.update(encode_rescale(node.attrs["scale"], "float" if from_float else cfg.target.rescale))
+
+
+def output_scales(graph: Graph) -> dict[str, object]:
+    """For each graph output, the factor F with quantized value = F * float value."""
+
+    def rule(node, factors):
+        if node.op is OpType.INPUT:
+            return 1.0
+        if node.op in AFFINE:
+            return factors[0] * node.attrs.get("weight_scale", 1.0)
+        if node.op in RESCALING:
+            return _collapse(factors[0] * np.asarray(node.attrs["scale"], dtype=np.float64))
+        return factors[0]
+
+    factors = propagate(graph, rule)
+    return {name: factors[name] for name in graph.outputs}
+
+
+def _collapse(factor):
+    flat = np.ravel(factor)
+    return float(flat[0]) if np.allclose(flat, flat[0], rtol=1e-12, atol=0) else factor

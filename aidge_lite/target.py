@@ -1,0 +1,65 @@
+"""`Target`: the integer machine a quantized graph is meant for.
+
+The profile fixes what an embedded target does differently from float math:
+the accumulator width, how a rescale is computed and rounded, and what happens
+when an accumulator leaves its range. Quantization bakes the rescale mode and
+rounding into each quantizer; both engines honour the accumulator rules.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import QuantizationError
+
+ROUNDINGS = ("half_away", "half_up", "half_even", "floor")
+RESCALES = ("float", "fixed_point", "shift", "double_shift")
+OVERFLOWS = ("error", "saturate", "wrap")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An integer target profile.
+
+    acc_bits : int
+        Signed accumulator width of conv/gemm/add results (8..64).
+    rounding : str
+        Rounding of every rescale: "half_away" (half away from zero, the usual
+        embedded convention), "half_up" (toward +inf), "half_even" (ONNX,
+        numpy.rint) or "floor" (a bare arithmetic right shift).
+    rescale : str
+        How a quantizer multiplies: "float" (float64 multiplier), "fixed_point"
+        (int32 Q31 multiplier + right shift, TFLite style), "shift" (a power of
+        two) or "double_shift" (N2D2's (1 + 2^-a) * 2^-b).
+    overflow : str
+        Accumulator out of range: "error" (raise, naming node and count),
+        "saturate" or "wrap" (two's complement); the last two warn and record.
+    """
+
+    acc_bits: int = 32
+    rounding: str = "half_away"
+    rescale: str = "float"
+    overflow: str = "error"
+
+    def __post_init__(self):
+        if not isinstance(self.acc_bits, int) or not 8 <= self.acc_bits <= 64:
+            raise QuantizationError(f"acc_bits must be an int in 8..64, got {self.acc_bits!r}")
+        for field, allowed in (("rounding", ROUNDINGS), ("rescale", RESCALES),
+                               ("overflow", OVERFLOWS)):
+            if getattr(self, field) not in allowed:
+                raise QuantizationError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Target":
+        return cls(**data)
+
+
+PROFILES = {
+    "default": Target(),
+    "onnx": Target(rounding="half_even"),
+    "tflite": Target(rescale="fixed_point", rounding="half_away"),
+    "mcu-shift": Target(rescale="shift", rounding="half_up", overflow="saturate"),
+    "wrap32": Target(overflow="wrap"),
+}
