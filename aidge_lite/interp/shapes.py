@@ -17,12 +17,13 @@ from .reference import ReferenceInterpreter
 
 
 def infer_shapes(graph: Graph) -> None:
-    try:
-        values = ReferenceInterpreter().run(graph, _zeros(graph, batch_one=True), intermediates=True)
-    except ExecutionError:
-        if not _all_static(graph):
-            raise
-        values = ReferenceInterpreter().run(graph, _zeros(graph, batch_one=False), intermediates=True)
+    with np.errstate(all="ignore"):  # zeros make e.g. Div compute 0/0
+        try:
+            values = ReferenceInterpreter().run(graph, _zeros(graph, batch_one=True), intermediates=True)
+        except ExecutionError:
+            if not _all_static(graph):
+                raise
+            values = ReferenceInterpreter().run(graph, _zeros(graph, batch_one=False), intermediates=True)
     for node in graph.topo_order():
         node.meta[META_SHAPE] = tuple(np.shape(values[node.name]))
 

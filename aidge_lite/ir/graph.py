@@ -158,6 +158,18 @@ class Graph:
         self.replace_uses(name, node.inputs[0])
         return self.remove(name)
 
+    def rename(self, old: str, new: str) -> None:
+        """Rename node `old` to `new`, updating its readers and the graph inputs/outputs."""
+        if new in self._g:
+            raise GraphError(f"cannot rename '{old}' to '{new}': name taken")
+        node = self.node(old)
+        nx.relabel_nodes(self._g, {old: new}, copy=False)
+        node.name = new
+        for consumer in self.consumers(new):
+            consumer.inputs = [new if i == old else i for i in consumer.inputs]
+        self.inputs = [new if i == old else i for i in self.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+
     def prune(self) -> list[str]:
         """Remove nodes that do not contribute to any output (except graph inputs)."""
         keep = set(self.outputs)

@@ -13,6 +13,7 @@ from ..target import Target
 from .calibrate import calibrate
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
 from .config import PassReport, PTQConfig
+from .finalize import finalize
 from .insert_scaling import insert_scaling
 from .normalize_activations import normalize_activations
 from .normalize_parameters import normalize_parameters
@@ -26,6 +27,7 @@ PIPELINE = (
     calibrate,
     normalize_activations,
     quantize,
+    finalize,
 )
 
 

@@ -31,6 +31,7 @@ QUANTIZABLE = frozenset(
 def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
     report = PassReport("prepare")
     notes = report.notes
+    graph.meta.setdefault("float_outputs", list(graph.outputs))
     notes["folded_constants"] = _fold_constants(graph)
     notes["popped_softmax"] = _pop_final_softmax(graph)
     notes["removed_noops"] = _remove_noops(graph)

@@ -70,10 +70,7 @@ def quantize(graph: Graph, cfg: PTQConfig) -> PassReport:
                 _to_quantizer(graph, node, cfg)
             elif node.op in (OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL):
                 node.attrs["rounding"] = cfg.target.rounding
-    graph.meta.update(
-        quantized=True, integer=integer, nb_bits=cfg.nb_bits, target=cfg.target.to_dict(),
-        output_scale=output_scales(graph),
-    )
+    graph.meta.update(quantized=True, integer=integer, nb_bits=cfg.nb_bits, target=cfg.target.to_dict())
     return PassReport("quantize", True, {"nb_bits": cfg.nb_bits, "integer": integer})
 
 

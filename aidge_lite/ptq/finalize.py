@@ -1,0 +1,29 @@
+"""finalize: give the quantized graph its float graph's output names and scales.
+
+Passes insert nodes after outputs (a scaling node after the last Gemm) and
+fuse others away (a bias Add), so the tensor the user asked for may now have
+another name. This pass renames the node producing each output back to the
+name the float graph used, and records `meta["output_scale"]`: for each
+output, the factor F with quantized value = F * float value.
+
+Requires: `quantize`. Ensures: graph.outputs equals the float graph's outputs.
+"""
+from __future__ import annotations
+
+from ..ir import Graph
+from .config import PassReport, PTQConfig
+from .quantize import output_scales
+
+
+def finalize(graph: Graph, cfg: PTQConfig) -> PassReport:
+    renamed = {}
+    wanted = graph.meta.get("float_outputs", list(graph.outputs))
+    for current, name in zip(list(graph.outputs), wanted):
+        if current == name:
+            continue
+        if name in graph:  # the old producer still exists upstream: move it aside
+            graph.rename(name, graph.unique_name(f"{name}_pre"))
+        graph.rename(current, name)
+        renamed[current] = name
+    graph.meta["output_scale"] = output_scales(graph)
+    return PassReport("finalize", bool(renamed), {"renamed": renamed})
