@@ -26,7 +26,7 @@ def load_onnx(model) -> Graph:
     opset = _default_opset(proto)
     graph = Graph(proto.graph.name or "onnx_graph")
     graph.meta["opset"] = opset
-    importer = _Importer(graph, proto.graph, opset)
+    importer = _Importer(graph, proto, opset)
     importer.run()
     graph.prune()  # e.g. shape constants absorbed into attributes
     verify(graph)
@@ -38,25 +38,24 @@ def load_onnx(model) -> Graph:
 
 def _read_model(model) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
-        proto = model
+        proto, label = model, model.graph.name or "<ModelProto>"
     else:
+        is_bytes = isinstance(model, (bytes, bytearray))
+        if not is_bytes and not isinstance(model, (str, os.PathLike)):
+            raise ModelLoadError(f"cannot load a {type(model).__name__}: pass a path, bytes or a ModelProto")
+        label = f"<{len(model)} bytes>" if is_bytes else os.fspath(model)  # never print the bytes
+        if not is_bytes and not os.path.isfile(label):
+            raise ModelLoadError(f"model file '{label}' does not exist")
         try:
-            if isinstance(model, (bytes, bytearray)):
-                proto = onnx.load_from_string(bytes(model))
-            else:
-                if not os.path.isfile(model):
-                    raise ModelLoadError(f"model file '{model}' does not exist")
-                proto = onnx.load(os.fspath(model))
-        except ModelLoadError:
-            raise
+            proto = onnx.load_from_string(bytes(model)) if is_bytes else onnx.load(label)
         except Exception as exc:
-            raise ModelLoadError(f"cannot parse ONNX model '{model}': {exc}") from exc
+            raise ModelLoadError(f"cannot parse ONNX model '{label}': {exc}") from exc
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        raise ModelLoadError(f"invalid ONNX model: {str(exc).splitlines()[0]}") from exc
+        raise ModelLoadError(f"invalid ONNX model '{label}': {str(exc).splitlines()[0]}") from exc
     if not proto.graph.node and not proto.graph.output:
-        raise ModelLoadError("ONNX model has an empty graph")
+        raise ModelLoadError(f"ONNX model '{label}' has an empty graph")
     return proto
 
 
@@ -81,9 +80,11 @@ _DTYPES = {
 
 
 class _Importer:
-    def __init__(self, graph: Graph, onnx_graph, opset: int):
-        self.graph, self.onnx_graph, self.opset = graph, onnx_graph, opset
+    def __init__(self, graph: Graph, proto: onnx.ModelProto, opset: int):
+        self.graph, self.proto, self.onnx_graph, self.opset = graph, proto, proto.graph, opset
+        self._shapes = None  # ONNX-inferred shapes, computed on first use
         self.secondary: dict[str, str] = {}  # extra outputs of multi-output nodes -> node
+        self.op_type = ""  # ONNX op type of the node being imported
 
     def run(self):
         initializers = {t.name: t for t in self.onnx_graph.initializer}
@@ -125,6 +126,7 @@ class _Importer:
             if name:
                 self._check_available(name, f"node '{label}'")
         out = onnx_node.output[0]
+        self.op_type = onnx_node.op_type  # for const()'s error message
         op, inputs, attrs = handler(self, out, inputs, attrs)
         node = Node(out, op, inputs, attrs, {"onnx_name": onnx_node.name})
         if op is OpType.CONSTANT:
@@ -135,9 +137,22 @@ class _Importer:
                 self.secondary[extra] = out
 
     # helpers used by handlers
+    def leading_dim(self, name: str):
+        """Dim 0 of tensor `name` at the declared input shapes (ONNX shape inference), or None."""
+        if self._shapes is None:
+            try:
+                g = onnx.shape_inference.infer_shapes(self.proto).graph
+            except Exception:
+                g = self.onnx_graph
+            self._shapes = {v.name: v.type.tensor_type.shape for v in (*g.value_info, *g.input)}
+        shape = self._shapes.get(name)
+        if shape is None or not shape.dim or not shape.dim[0].HasField("dim_value"):
+            return None
+        return shape.dim[0].dim_value
+
     def const(self, node: str, name: str, what: str) -> np.ndarray:
         if not self.graph.is_constant(name):
-            raise UnsupportedOperatorError(node, "?", f"{what} '{name}' must be a constant")
+            raise UnsupportedOperatorError(node, self.op_type, f"{what} '{name}' must be a constant")
         return self.graph.constant(name)
 
 
@@ -220,9 +235,13 @@ def _batchnorm(imp, name, inputs, attrs):
 def _reshape(imp, name, inputs, attrs):
     shape = [int(d) for d in imp.const(name, inputs[1], "Reshape shape")]
     # Keep the batch dimension free: a constant target whose first entry equals
-    # the declared batch size copies dim 0 instead (same result at that size).
+    # the declared batch size copies dim 0 instead, when the data's dim 0 is
+    # that size too (same result at the declared shapes; not after a Transpose
+    # moved another axis to the front).
     source = imp.graph.node(inputs[0])
-    if source.op is not OpType.CONSTANT and shape and shape[0] == _declared_batch(imp.graph):
+    batch = _declared_batch(imp.graph)
+    if (source.op is not OpType.CONSTANT and shape and batch is not None and shape[0] == batch
+            and imp.leading_dim(inputs[0]) == batch):
         shape[0] = 0
     attrs["shape"] = shape
     return OpType.RESHAPE, inputs[:1], attrs

@@ -22,22 +22,32 @@ def _pad_hw(x, pads, extra, value):
 
 
 def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
-    """Grouped 2-D convolution, NCHW, zero padding; bias optional."""
-    n, c = x.shape[:2]
+    """Grouped 2-D convolution, NCHW, zero padding; bias optional.
+
+    im2col in batch chunks of about 32 MB, then one matmul per chunk and group.
+    """
+    n = x.shape[0]
     k, cg, kh, kw = w.shape
     oh, ow = out_hw
     kg = k // group
-    xp = _pad_hw(x, pads, (0, 0), 0).reshape(n, group, cg, *(_padded_hw(x, pads)))
-    wg = w.reshape(group, kg, cg, kh, kw)
-    out = np.zeros((group, n * oh * ow, kg), dtype=np.result_type(x, w))
-    for i in range(kh):
-        for j in range(kw):
-            patch = _patch(xp, i, j, strides, dilations, out_hw)  # (n, g, cg, oh, ow)
-            cols = patch.transpose(1, 0, 3, 4, 2).reshape(group, n * oh * ow, cg)
-            out += cols @ wg[:, :, :, i, j].transpose(0, 2, 1)
-    y = out.reshape(group, n, oh, ow, kg).transpose(1, 0, 4, 2, 3).reshape(n, k, oh, ow)
+    dtype = np.result_type(x, w)
+    wg = w.reshape(group, kg, cg * kh * kw).transpose(0, 2, 1).astype(dtype)  # (g, cg*kh*kw, kg)
+    per_image = max(group * oh * ow * cg * kh * kw * dtype.itemsize, 1)
+    chunk = max(1, (32 << 20) // per_image)
+    y = np.empty((n, k, oh, ow), dtype)
+    for start in range(0, n, chunk):
+        xs = x[start:start + chunk]
+        m = xs.shape[0]
+        xp = _pad_hw(xs, pads, (0, 0), 0).reshape(m, group, cg, *_padded_hw(xs, pads))
+        cols = np.empty((group, m, oh, ow, cg, kh * kw), dtype)
+        for i in range(kh):
+            for j in range(kw):
+                patch = _patch(xp, i, j, strides, dilations, out_hw)  # (m, g, cg, oh, ow)
+                cols[..., i * kw + j] = patch.transpose(1, 0, 3, 4, 2)
+        out = cols.reshape(group, m * oh * ow, cg * kh * kw) @ wg  # (g, m*oh*ow, kg)
+        y[start:start + m] = out.reshape(group, m, oh, ow, kg).transpose(1, 0, 4, 2, 3).reshape(m, k, oh, ow)
     if b is not None:
-        y = y + b.reshape(1, k, 1, 1)
+        y += b.reshape(1, k, 1, 1).astype(dtype)
     return y
 
 

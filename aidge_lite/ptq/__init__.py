@@ -11,6 +11,8 @@ from ..errors import AidgeLiteError, InputError
 from ..ir import Graph, verify
 from ..target import Target
 from .calibrate import calibrate
+from .compute_signs import compute_signs
+from .cross_layer_equalization import cross_layer_equalization
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
 from .config import PassReport, PTQConfig
 from .finalize import finalize
@@ -19,14 +21,18 @@ from .normalize_activations import normalize_activations
 from .normalize_parameters import normalize_parameters
 from .prepare import prepare
 from .quantize import quantize
+from .single_shift import single_shift
 
 PIPELINE = (
     prepare,
+    cross_layer_equalization,
     insert_scaling,
     normalize_parameters,
     calibrate,
+    compute_signs,
     normalize_activations,
     quantize,
+    single_shift,
     finalize,
 )
 

@@ -24,7 +24,7 @@ from kernels.rounding import ROUNDING_NAMES, round_float_ref
 from ..ir import AFFINE, JOINING, Graph, OpType
 from ..ir.node import META_SIGNED
 from .config import PassReport, PTQConfig
-from .rescale import encode_rescale
+from .rescale import effective_multiplier, encode_rescale
 from .walk import RESCALING, propagate
 
 
@@ -108,7 +108,7 @@ def output_scales(graph: Graph) -> dict[str, object]:
         if node.op in AFFINE:
             return factors[0] * node.attrs.get("weight_scale", 1.0)
         if node.op in RESCALING:
-            return _collapse(factors[0] * np.asarray(node.attrs["scale"], dtype=np.float64))
+            return _collapse(factors[0] * effective_multiplier(node.attrs))
         return factors[0]
 
     factors = propagate(graph, rule)

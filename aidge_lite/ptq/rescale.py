@@ -1,16 +1,45 @@
-"""How a quantizer's real multiplier is encoded for the integer target.
+"""How a quantizer's real multiplier s is encoded for the integer target.
 
-"float": the float64 multiplier itself (the reference library's mode).
-"fixed_point": an integer multiplier M in [2^30, 2^31) and a right shift, with
-m ~= M * 2^-shift (TFLite / gemmlowp Q31 form, single rounding).
+- "float": the float64 multiplier itself (the reference library's mode).
+- "fixed_point": M in [2^30, 2^31) and a right shift, s ~= M * 2^-shift
+  (TFLite / gemmlowp Q31 form, computed with a single rounding).
+- "shift": the nearest power of two, s ~= 2^-shift (no compensation; the
+  `single_shift` pass compensates instead).
+- "double_shift": N2D2's (1 + 2^-a) * 2^-b, i.e. multiplier 2^a + 1 and shift
+  a + b, the best pair over a in 1..8 (or a plain shift when that is closer).
+All integer modes evaluate round(acc * multiplier / 2^shift) with one rounding.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from kernels.requant import quantize_multiplier
 
 from ..errors import QuantizationError
+
+MAX_DOUBLE_SHIFT_A = 8
+
+
+def power_of_two(scale: float, mode: str = "nearest") -> int:
+    """k with 2^k the nearest power of two to `scale` (or the ceiling one)."""
+    if scale <= 0 or not math.isfinite(scale):
+        raise QuantizationError(f"cannot encode rescale {scale!r} as a shift")
+    exponent = math.log2(scale)
+    return math.ceil(exponent) if mode == "ceil" else round(exponent)
+
+
+def double_shift(scale: float) -> tuple[int, int]:
+    """(multiplier, shift) = (2^a + 1, a + b) closest to `scale`, or (1, b)."""
+    k = power_of_two(scale)
+    best = (1, -k, abs(scale - 2.0 ** k))
+    for a in range(1, MAX_DOUBLE_SHIFT_A + 1):
+        b = -power_of_two(scale / (1 + 2.0 ** -a))
+        error = abs(scale - (1 + 2.0 ** -a) * 2.0 ** -b)
+        if error < best[2]:
+            best = ((1 << a) + 1, a + b, error)
+    return best[0], best[1]
 
 
 def encode_rescale(scale, mode: str) -> dict:
@@ -19,9 +48,24 @@ def encode_rescale(scale, mode: str) -> dict:
         return {"mode": "float"}
     if mode == "fixed_point":
         pairs = [quantize_multiplier(float(s)) for s in scales]
-        return {
-            "mode": "int",
-            "multiplier": np.array([m for m, _ in pairs], dtype=np.int64),
-            "shift": np.array([s for _, s in pairs], dtype=np.int64),
-        }
-    raise QuantizationError(f"rescale mode '{mode}' needs the single-shift pass")
+    elif mode == "shift":
+        pairs = [(1, -power_of_two(float(s))) for s in scales]
+    elif mode == "double_shift":
+        pairs = [double_shift(float(s)) for s in scales]
+    else:
+        raise QuantizationError(f"unknown rescale mode '{mode}'")
+    return int_rescale([m for m, _ in pairs], [s for _, s in pairs])
+
+
+def int_rescale(multipliers, shifts) -> dict:
+    shifts = np.asarray(shifts, dtype=np.int64)
+    if shifts.min() < -31 or shifts.max() > 62:
+        raise QuantizationError(f"rescale shift out of range -31..62: {shifts.min()}..{shifts.max()}")
+    return {"mode": "int", "multiplier": np.asarray(multipliers, dtype=np.int64), "shift": shifts}
+
+
+def effective_multiplier(attrs: dict):
+    """The real multiplier a quantizer applies: `scale`, or multiplier / 2^shift."""
+    if attrs.get("mode", "float") != "int":
+        return np.asarray(attrs["scale"], dtype=np.float64)
+    return attrs["multiplier"] / np.exp2(attrs["shift"].astype(np.float64))

@@ -1,0 +1,74 @@
+"""compute_signs: decide which rescaling nodes may quantize to unsigned levels.
+
+With `optimize_signs`, a tensor known to be non-negative is quantized to
+[0, 2^n - 1] (2^n - 1 levels) instead of [-2^(n-1), 2^(n-1) - 1], doubling
+its resolution. The sign map, per tensor (True = non-negative):
+- a graph input is non-negative when every calibration value is >= 0;
+- Relu outputs are non-negative; sign-preserving ops (pools, layout, Pad 0)
+  keep their input's sign; Concat and Add are non-negative only if every
+  operand is; an affine output is signed;
+- a rescaling node is unsigned when its input is non-negative, or when every
+  reader is a Relu (the quantizer's [0, 2^n - 1] clip then does the Relu's
+  work, the reference library's backward propagation).
+The operands of a joining node must arrive at one level (Sa), so a join whose
+operand rescalers disagree makes them all signed. That is where the reference
+library goes wrong: it marks a mixed-sign Add unsigned and loses every
+negative value (48-52 % relative error on a residual block, aidge-ptq.md §4.5).
+
+Requires: `calibrate` (input min). Ensures: every rescaling node has
+`meta["signed"]`; without `optimize_signs` all are signed.
+"""
+from __future__ import annotations
+
+from ..ir import JOINING, NON_NEGATIVE, SIGN_PRESERVING, Graph, OpType
+from ..ir.node import META_SIGNED
+from .config import PassReport, PTQConfig
+from .walk import RESCALING, branch_rescaler, propagate
+
+
+def sign_map(graph: Graph) -> dict[str, bool]:
+    """Non-negativity of every tensor, True where the tensor is never negative."""
+
+    def rule(node, operands):
+        if node.op is OpType.INPUT:
+            return node.meta.get("min", -1.0) >= 0.0
+        if node.op in NON_NEGATIVE:
+            return True
+        if node.op in RESCALING:
+            readers = graph.consumers(node.name)
+            relu_only = bool(readers) and all(r.op in NON_NEGATIVE for r in readers)
+            return operands[0] or (relu_only and node.name not in graph.outputs)
+        if node.op in SIGN_PRESERVING or node.op in JOINING:
+            return all(operands)
+        return False
+
+    return propagate(graph, rule)
+
+
+def compute_signs(graph: Graph, cfg: PTQConfig) -> PassReport:
+    rescalers = [n for n in graph.topo_order() if n.op in RESCALING]
+    if not cfg.optimize_signs:
+        for node in rescalers:
+            node.meta[META_SIGNED] = True
+        return PassReport("compute_signs", False, {})
+    non_negative = sign_map(graph)
+    for node in rescalers:
+        node.meta[META_SIGNED] = not non_negative[node.name]
+    forced = _align_join_levels(graph)
+    unsigned = [n.name for n in rescalers if not n.meta[META_SIGNED]]
+    return PassReport("compute_signs", bool(unsigned), {"unsigned": unsigned, "forced_signed": forced})
+
+
+def _align_join_levels(graph: Graph) -> list[str]:
+    """Joins need one level for all operands: mixed operand rescalers all go signed."""
+    forced = []
+    for node in graph.topo_order():
+        if node.op not in JOINING:
+            continue
+        rescalers = [branch_rescaler(graph, src) for src in node.inputs]
+        if len({r.meta[META_SIGNED] for r in rescalers}) > 1:
+            for rescaler in rescalers:
+                if not rescaler.meta[META_SIGNED]:
+                    rescaler.meta[META_SIGNED] = True
+                    forced.append(rescaler.name)
+    return forced
