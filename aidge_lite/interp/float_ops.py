@@ -7,12 +7,20 @@ is exact (all partial sums stay far below 2**53).
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def _patch(xp, i, j, strides, dilations, out_hw):
     """The (…, OH, OW) view of padded `xp` seen by kernel offset (i, j)."""
     (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
     return xp[..., i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+
+
+def _windows(xp, kernel, strides, dilations, out_hw):
+    """Read-only (…, OH, OW, KH, KW) view of every window of padded `xp` (no copy)."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_hw
+    span = sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(-2, -1))
+    return span[..., : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, ::dh, ::dw]
 
 
 def _pad_hw(x, pads, extra, value):
@@ -39,12 +47,9 @@ def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
         xs = x[start:start + chunk]
         m = xs.shape[0]
         xp = _pad_hw(xs, pads, (0, 0), 0).reshape(m, group, cg, *_padded_hw(xs, pads))
-        cols = np.empty((group, m, oh, ow, cg, kh * kw), dtype)
-        for i in range(kh):
-            for j in range(kw):
-                patch = _patch(xp, i, j, strides, dilations, out_hw)  # (m, g, cg, oh, ow)
-                cols[..., i * kw + j] = patch.transpose(1, 0, 3, 4, 2)
-        out = cols.reshape(group, m * oh * ow, cg * kh * kw) @ wg  # (g, m*oh*ow, kg)
+        windows = _windows(xp, (kh, kw), strides, dilations, out_hw)  # (m, g, cg, oh, ow, kh, kw)
+        cols = windows.transpose(1, 0, 3, 4, 2, 5, 6).reshape(group, m * oh * ow, cg * kh * kw)
+        out = cols @ wg  # (g, m*oh*ow, kg)
         y[start:start + m] = out.reshape(group, m, oh, ow, kg).transpose(1, 0, 4, 2, 3).reshape(m, k, oh, ow)
     if b is not None:
         y += b.reshape(1, k, 1, 1).astype(dtype)

@@ -22,6 +22,11 @@ class CalibrationSet:
     def __init__(self, data, batch_size: int = DEFAULT_BATCH):
         if data is None:
             raise CalibrationError("calibration data is required (got None)")
+        if isinstance(data, (int, float, np.number)) or (
+                not callable(data) and not hasattr(data, "__iter__")):
+            raise CalibrationError(f"calibration data must be batches of samples, got a scalar {data!r}")
+        if isinstance(data, np.ndarray) and data.ndim == 0:
+            raise CalibrationError("calibration data must be batches of samples, got a 0-d array")
         self._data = data
         self.batch_size = batch_size
         self._consumed = False

@@ -18,8 +18,10 @@ Ours, improving on the reference library (aidge-ptq.md §4.1, §7):
   that the |x| model ignores. Unsigned nodes are histogrammed on max(x, 0)
   (see `histograms`);
 - candidates c = k / 1000, k = 1..1000 (c = 1: no clipping), all of them
-  eligible (the first one too), ties to the smallest c; the error is
-  vectorised over candidates x non-empty bins, in chunks of bounded memory;
+  eligible (the first one too), ties to the smallest c; E is vectorised
+  over candidates x non-empty bins, or per quantization level from prefix
+  sums of h, h x, h x^2 when there are fewer levels than bins (same sums,
+  O(candidates x levels)), in chunks of bounded memory;
 - KL: TensorRT's algorithm on the magnitude histogram. For each threshold bin
   i = L..N (L = 2^(n-1) levels for a signed node, 2^n unsigned: 128 / 256 at
   8 bits as in TensorRT): P = hist[:i] with the outliers hist[i:] added to
@@ -28,6 +30,8 @@ Ours, improving on the reference library (aidge-ptq.md §4.1, §7):
   uniformly over the bins of each level where P is non-zero; both normalised;
   KL(P||Q) = sum_{P>0} P log(P / Q), +inf when some P > 0 meets Q = 0 (a last
   level holding outliers only). The clip is the edge of the best bin, i / N.
+  Every i is tried up to 10 bits; above, a stride (2 at 11 bits, 3 at 12)
+  bounds the work (thresholds x levels) to ~2M per histogram.
   Before the search the zero bin is set to min(h0, h1) (pytorch-quantization
   sets bins[0] = bins[1]): exact zeros (pixels, the negative half of an
   unsigned pre-Relu tensor) are represented exactly by every clip, and left
@@ -63,6 +67,7 @@ from .histograms import collect_histograms, histogram_bins
 from .walk import RESCALING
 
 CANDIDATES = 1000               # ours: c = k / 1000, k = 1..1000
+KL_WORK = 1 << 21               # ours: KL thresholds x levels per histogram, ~2M
 CHUNK_ELEMENTS = 1 << 20        # bound on a (candidates x bins) temporary, ~8 MB of float64
 AIDGE_CANDIDATES = np.arange(1, 100) / 100.0
 P_OF_MODE = {"mse": 2.0, "aa": 1.0}
@@ -92,9 +97,10 @@ def me_errors(hist, nb_bits: int, p: float, signed: bool = True, candidates=None
               method: str = "auto") -> np.ndarray:
     """E(c) = sum_i h_i |x_i - q_c(x_i)|^p for every candidate c (our sign-aware model).
 
-    Two exact evaluations of the same sum: "direct" over candidates x non-empty
-    bins; "levels" per quantization level from prefix sums of h, h x, h x^2
-    (O(candidates x levels), p = 1 or 2 only). "auto" takes the cheaper one.
+    Two evaluations of the same sum, equal up to rounding: "direct" over
+    candidates x non-empty bins; "levels" per quantization level from prefix
+    sums of h, h x, h x^2 (O(candidates x levels), p = 1 or 2 only). "auto"
+    takes the cheaper one.
     """
     h = _as_hist(hist)
     cands = candidate_ratios() if candidates is None else np.asarray(candidates, dtype=np.float64)
@@ -160,9 +166,15 @@ def _me_errors_levels(h, steps, p, cands):
 
 
 def me_clipping(hist, nb_bits: int, p: float = 2.0, signed: bool = True, candidates=None) -> float:
-    """Clip ratio in (0, 1] minimising the p-th power error of `hist` (ties: smallest c)."""
+    """Clip ratio in (0, 1] minimising the p-th power error of `hist` (ties: smallest c).
+
+    1.0 for an empty histogram, and when the quantizer has at least as many
+    steps as the histogram has bins: the histogram no longer resolves the
+    rounding error, only the clipping error, which vanishes at c = 1.
+    """
     cands = candidate_ratios() if candidates is None else np.asarray(candidates, dtype=np.float64)
-    if not np.any(_as_hist(hist)):
+    h = _as_hist(hist)
+    if not np.any(h) or levels(nb_bits, signed) >= h.size:
         return 1.0
     return float(cands[np.argmin(me_errors(hist, nb_bits, p, signed, cands))])
 
@@ -175,8 +187,17 @@ def _xlogx(v: np.ndarray) -> np.ndarray:
     return out
 
 
+def kl_thresholds(size: int, count: int, work: int = KL_WORK) -> np.ndarray:
+    """Candidate thresholds i = L, L + d, ..., N (always both ends), d the smallest
+    stride keeping (thresholds x levels) within ~`work` (d = 1 up to 10 bits)."""
+    if size < count:
+        return np.arange(0)
+    stride = max(1, -(-(size - count + 1) * (count + 1) // work))
+    return np.unique(np.append(np.arange(count, size + 1, stride), size))
+
+
 def kl_divergences(hist, nb_bits: int, signed: bool = True, zero_spike: bool = True):
-    """(thresholds i, KL(P||Q) for each) for TensorRT's candidates i = L..N.
+    """(thresholds i, KL(P||Q) for each) for TensorRT's candidates i = L..N (`kl_thresholds`).
 
     Closed form per candidate i (T = total, O = outliers sum(h[i:]), level j
     covering bins [B_j, B_j+1), B_j = ceil(j i / L), S_j its mass in h[:i],
@@ -193,7 +214,7 @@ def kl_divergences(hist, nb_bits: int, signed: bool = True, zero_spike: bool = T
     if zero_spike and size > 1:
         h[0] = min(h[0], h[1])
     total = h.sum()
-    thresholds = np.arange(count, size + 1) if total > 0 else np.arange(0)
+    thresholds = kl_thresholds(size, count) if total > 0 else np.arange(0)
     if thresholds.size == 0:
         return thresholds, np.zeros(0)
     mass = np.concatenate(([0.0], np.cumsum(h)))
@@ -230,7 +251,8 @@ def kl_clipping(hist, nb_bits: int, signed: bool = True, zero_spike: bool = True
     thresholds, divergence = kl_divergences(hist, nb_bits, signed, zero_spike)
     if thresholds.size == 0 or not np.any(np.isfinite(divergence)):
         return 1.0
-    # A rounding difference of 1e-12 must not beat a larger threshold that is as good.
+    # Values within rounding noise of the minimum are ties (a delta histogram gives KL = 0
+    # for every threshold past it, computed as +-1e-17); ties go to the smallest threshold.
     best = np.min(divergence)
     tolerance = 1e-12 * max(1.0, abs(best))
     index = int(np.flatnonzero(divergence <= best + tolerance)[0])
@@ -255,9 +277,13 @@ def aidge_me_errors(hist, nb_bits: int, p: float) -> np.ndarray:
     h = _as_hist(hist)
     size = h.size
     steps = float((1 << (nb_bits - 1)) - 1)
-    x = (np.arange(size) + 0.5) / size
-    errors = np.empty(AIDGE_CANDIDATES.size)
-    chunk = max(1, CHUNK_ELEMENTS // size)
+    nonzero = np.flatnonzero(h)      # an empty bin adds exactly 0.0 to the running sum
+    x = (nonzero + 0.5) / size
+    h = h[nonzero]
+    errors = np.zeros(AIDGE_CANDIDATES.size)
+    if nonzero.size == 0:
+        return errors
+    chunk = max(1, CHUNK_ELEMENTS // nonzero.size)
     for start in range(0, AIDGE_CANDIDATES.size, chunk):
         c = AIDGE_CANDIDATES[start:start + chunk, None]
         q = np.minimum(_round_half_away(x * steps / c) * c / steps, c)
@@ -273,28 +299,38 @@ def aidge_me_clipping(hist, nb_bits: int, p: float = 2.0) -> float:
 
 
 def aidge_kl_divergences(hist, nb_bits: int) -> np.ndarray:
-    """The reference's reverse divergence D(c) for c = 0.01..0.99, as decoded (§4.1)."""
+    """The reference's reverse divergence D(c) for c = 0.01..0.99, as decoded (§4.1).
+
+    Q and D only need the non-empty bins (an empty bin adds exactly 0.0), but
+    qNorm counts Q[j(i)] once per source bin, empty or not, in bin order.
+    """
     h = _as_hist(hist)
     size = h.size
     nbq = (1 << (nb_bits - 1)) - 1
     x = (np.arange(size) + 0.5) / size
-    p = h / np.cumsum(h)[-1]
-    result = np.empty(AIDGE_CANDIDATES.size)
+    total = np.cumsum(h)[-1]
+    nonzero = np.flatnonzero(h)
+    result = np.zeros(AIDGE_CANDIDATES.size)
+    if nonzero.size == 0:
+        return result
+    counts = h[nonzero]
+    p = counts / total
     chunk = max(1, CHUNK_ELEMENTS // size)
     with np.errstate(divide="ignore", invalid="ignore"):
         for start in range(0, AIDGE_CANDIDATES.size, chunk):
             c = AIDGE_CANDIDATES[start:start + chunk, None]
             k = c.shape[0]
             j = np.floor(x / c * nbq).astype(np.int64)                         # (k, N)
-            slot = np.minimum(j, nbq - 1)
-            rows = np.arange(k)[:, None] * nbq
-            q_hist = np.bincount((rows + slot).ravel(), weights=np.broadcast_to(h, j.shape).ravel(),
-                                 minlength=k * nbq).reshape(k, nbq)
             inside = j < nbq
+            slot = np.minimum(j, nbq - 1, out=j)
+            used = slot[:, nonzero]
+            rows = np.arange(k)[:, None] * nbq
+            q_hist = np.bincount((rows + used).ravel(), weights=np.broadcast_to(counts, used.shape).ravel(),
+                                 minlength=k * nbq).reshape(k, nbq)
             q_at = np.take_along_axis(q_hist, slot, axis=1)
             q_norm = np.cumsum(np.where(inside, q_at, 0.0), axis=1)[:, -1:]
-            q = q_at / q_norm
-            keep = inside & (p != 0) & (q != 0)
+            q = q_at[:, nonzero] / q_norm
+            keep = inside[:, nonzero] & (q != 0)                               # p != 0 here
             terms = np.where(keep, q * np.log(q / p), 0.0)
             result[start:start + k] = np.cumsum(terms, axis=1)[:, -1]
     return result

@@ -23,9 +23,11 @@ Bin index of a magnitude m (N bins over [0, range]):
 A node whose range is 0 (a constant-zero tensor) puts everything in bin 0.
 
 Bin count (`histogram_bins`): 2^(n+4), the reference's default (4096 at 8
-bits); ours caps it at 2^14 (reached at 10 bits): at 11-16 bits the levels are
-finer than any useful histogram and clipping gains nothing, while 2^20 bins
-would cost 8 MB per node and seconds of search. Compat keeps 2^(n+4).
+bits); ours caps it at 2^12 = 4096 (reached at 8 bits): above 8 bits the
+levels get as fine as the bins and clipping gains nothing (once the levels
+reach the bin count, from 14 bits signed for MSE/AA and 13 for KL, the search
+keeps c = 1), while 2^20 bins at 16 bits would cost 8 MB per node and seconds
+of search. Compat keeps 2^(n+4).
 
 Requires: `calibrate` (meta["range"]); the sign pass if sign-aware binning is
 wanted. Ensures: every rescaling node has `meta["hist"]`, an int64 array of N
@@ -42,12 +44,12 @@ from ..ir.node import META_HIST, META_RANGE, META_SIGNED
 from .walk import RESCALING
 
 BINS_EXTRA_BITS = 4        # N = 2^(nb_bits + 4), the reference's rule
-MAX_HIST_BITS = 14         # our cap: N <= 2^14 = 16384
+MAX_HIST_BITS = 12         # our cap: N <= 2^12 = 4096, the 8-bit count
 BINNINGS = ("floor", "round")
 
 
 def histogram_bins(nb_bits: int, compat: str | None = None) -> int:
-    """Number of bins for `nb_bits`: 2^(n+4), capped at 2^14 unless compat "aidge"."""
+    """Number of bins for `nb_bits`: 2^(n+4), capped at 2^12 unless compat "aidge"."""
     bits = nb_bits + BINS_EXTRA_BITS
     return 1 << (bits if compat == "aidge" else min(bits, MAX_HIST_BITS))
 

@@ -32,6 +32,7 @@ def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
     report = PassReport("prepare")
     notes = report.notes
     graph.meta.setdefault("float_outputs", list(graph.outputs))
+    infer_shapes(graph)  # the rewrites below read shapes; hand-built graphs may lack them
     notes["folded_constants"] = _fold_constants(graph)
     notes["popped_softmax"] = _pop_final_softmax(graph)
     notes["removed_noops"] = _remove_noops(graph)
@@ -197,7 +198,8 @@ def _fold_batchnorm(graph, bn) -> str:
     shape = (-1,) + (1,) * (weight.ndim - 1)
     graph.set_constant(w_name, (weight * factor.reshape(shape)).astype(weight.dtype))
     graph.set_constant(b_name, ((bias - mean) * factor + beta).astype(bias.dtype))
-    graph.bypass(bn.name)
+    graph.replace_uses(bn.name, source.name)
+    graph.remove(bn.name)
     return bn.name
 
 

@@ -32,9 +32,11 @@ def branch_rescaler(graph: Graph, tensor: str) -> Node | None:
     """
     node = graph.node(tensor)
     while True:
+        if len(graph.consumers(node.name)) > 1:
+            return None  # a fork: rescaling here would move the other readers too
         if node.op in RESCALING:
             return node
-        if len(graph.consumers(node.name)) > 1 or node.op not in SEAMLESS or len(node.inputs) != 1:
+        if node.op not in SEAMLESS or len(node.inputs) != 1:
             return None
         node = graph.node(node.inputs[0])
 

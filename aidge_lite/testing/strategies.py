@@ -50,12 +50,17 @@ def _min_input(kernel, dilation, pad_total):
 
 
 @st.composite
-def _axis(draw, max_kernel, max_stride, max_pad, max_dilation, max_size, pad_limit=None):
-    """Draw (kernel, stride, pad_begin, pad_end, dilation, size) for one axis."""
+def _axis(draw, max_kernel, max_stride, max_pad, max_dilation, max_size,
+          pad_below_extent=False):
+    """Draw (kernel, stride, pad_begin, pad_end, dilation, size) for one axis.
+
+    ``pad_below_extent`` keeps each pad smaller than the dilated kernel
+    extent, as ONNX requires for pooling.
+    """
     kernel = draw(st.integers(1, max_kernel))
     dilation = draw(st.integers(1, max_dilation))
     stride = draw(st.integers(1, max_stride))
-    limit = max_pad if pad_limit is None else min(max_pad, pad_limit(kernel, dilation))
+    limit = min(max_pad, dilation * (kernel - 1)) if pad_below_extent else max_pad
     pad_begin = draw(st.integers(0, limit))
     pad_end = draw(st.integers(0, limit))  # asymmetric on purpose
     low = _min_input(kernel, dilation, pad_begin + pad_end)
@@ -108,9 +113,8 @@ def pool2d_shapes(draw, max_batch=2, max_channels=3, max_kernel=3, max_stride=3,
     low = 0 if allow_empty else 1
     batch = draw(st.integers(low, max_batch))
     channels = draw(st.integers(low, max_channels))
-    pad_limit = lambda k, d: d * (k - 1)  # noqa: E731 - ONNX: pad < kernel extent
-    ax_h = draw(_axis(max_kernel, max_stride, max_pad, max_dilation, max_size, pad_limit))
-    ax_w = draw(_axis(max_kernel, max_stride, max_pad, max_dilation, max_size, pad_limit))
+    axis = _axis(max_kernel, max_stride, max_pad, max_dilation, max_size, pad_below_extent=True)
+    ax_h, ax_w = draw(axis), draw(axis)
     assume(_windows_overlap_input(*ax_h) and _windows_overlap_input(*ax_w))
     (kh, sh, pt, pb, dh, h), (kw, sw, pl, pr, dw, w) = ax_h, ax_w
     return PoolShape(x_shape=(batch, channels, h, w),
