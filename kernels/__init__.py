@@ -1,0 +1,34 @@
+"""Pure integer kernels of aidge_lite: arrays and ints in, arrays out.
+
+Every jitted kernel ``<op>`` has a vectorised NumPy twin ``<op>_ref`` with the
+same signature that serves as its specification. Rounding rules live in
+:mod:`kernels.rounding`.
+"""
+
+from .accumulator import fit_accumulator, fit_accumulator_ref
+from .conv import conv2d, conv2d_output_shape, conv2d_ref, output_extent
+from .elementwise import (add, add_ref, clip, clip_ref, concat2, concat2_ref,
+                          relu, relu_ref)
+from .gemm import gemm, gemm_ref
+from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
+                   maxpool2d, maxpool2d_ref, pool2d_output_shape)
+from .requant import (quantize_multiplier, requant_float, requant_float_ref,
+                      requant_int, requant_int_ref)
+from .rounding import (FLOOR, HALF_AWAY, HALF_EVEN, HALF_UP, ROUNDING_NAMES,
+                       round_div, round_div_pow2, round_div_pow2_ref, round_div_ref,
+                       round_float, round_float_ref)
+
+__all__ = [
+    "FLOOR", "HALF_AWAY", "HALF_EVEN", "HALF_UP", "ROUNDING_NAMES",
+    "round_div", "round_div_ref", "round_div_pow2", "round_div_pow2_ref",
+    "round_float", "round_float_ref",
+    "conv2d", "conv2d_ref", "conv2d_output_shape", "output_extent",
+    "gemm", "gemm_ref",
+    "fit_accumulator", "fit_accumulator_ref",
+    "requant_float", "requant_float_ref", "requant_int", "requant_int_ref",
+    "quantize_multiplier",
+    "maxpool2d", "maxpool2d_ref", "avgpool2d", "avgpool2d_ref",
+    "global_avgpool", "global_avgpool_ref", "pool2d_output_shape",
+    "add", "add_ref", "concat2", "concat2_ref", "relu", "relu_ref",
+    "clip", "clip_ref",
+]

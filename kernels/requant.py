@@ -1,0 +1,183 @@
+"""Requantize an int64 accumulator to an n-bit output, per channel (axis 1).
+
+Two flavours: a float64 multiplier (bit-identical with the NumPy fake-quant
+engine) and an integer multiplier + shift (fixed-point hardware style).
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from .rounding import round_div_pow2, round_div_pow2_ref, round_float, round_float_ref
+
+
+def quantize_multiplier(m):
+    """Q31 representation of a real multiplier, gemmlowp/TFLite style.
+
+    Parameters
+    ----------
+    m : float
+        Finite, ``m >= 0``.
+
+    Returns
+    -------
+    (M, shift) : (int, int)
+        ``m ~= M * 2**-shift`` with ``M`` in ``[2**30, 2**31)`` (``M`` is
+        ``m``'s mantissa rounded half away from zero to 31 bits); ``shift`` is
+        negative when ``m >= 1``. ``m == 0`` gives ``(0, 0)``. The caller
+        checks that ``shift`` is within the range its requant supports.
+
+    Notes
+    -----
+    :func:`requant_int` then computes ``round(acc * M / 2**shift)`` with a
+    *single* rounding of the exact product, not gemmlowp's double rounding
+    (SaturatingRoundingDoublingHighMul followed by RoundingDivideByPOT).
+    """
+    m = float(m)
+    if not math.isfinite(m) or m < 0.0:
+        raise ValueError(f"multiplier must be finite and >= 0, got {m!r}")
+    if m == 0.0:
+        return 0, 0
+    mantissa, exponent = math.frexp(m)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
+    q = int(math.floor(math.ldexp(mantissa, 31) + 0.5))  # exact: < 2**52
+    if q == 1 << 31:  # mantissa rounded up to 1.0
+        q //= 2
+        exponent += 1
+    return q, 31 - exponent
+
+
+@numba.njit(cache=True)
+def _store_clipped_float(out, n, c, s, r, lo, hi):
+    """Store an integral float64 ``r`` clipped to [lo, hi]; never casts out of range."""
+    if r <= np.float64(lo):
+        out[n, c, s] = lo
+    elif r >= np.float64(hi):
+        out[n, c, s] = hi
+    else:
+        out[n, c, s] = np.int64(r)
+
+
+@numba.njit(cache=True)
+def requant_float(acc, multiplier, mode, bounds, out):
+    """``out = clip(round(float64(acc) * multiplier[c]), lo, hi)``.
+
+    Parameters
+    ----------
+    acc : (N, C, S) int64, C-contiguous
+    multiplier : (C,) float64, finite
+    mode : int
+        Rounding constant from :mod:`kernels.rounding` (applied with
+        :func:`~kernels.rounding.round_float`).
+    bounds : (2,) int64
+        ``[lo, hi]``, both representable in ``out.dtype``.
+    out : (N, C, S) int8, uint8, int16, uint16, int32, int64 or float64
+        Preallocated, written in place.
+
+    Returns
+    -------
+    out
+
+    Notes
+    -----
+    The product is the single float64 multiply ``float64(acc) * multiplier``
+    in that order, exactly as the NumPy fake-quant engine does, so the two are
+    bit-identical. Clipping compares in float64 before casting, so no
+    out-of-range float is ever converted to an integer.
+    """
+    lo, hi = bounds[0], bounds[1]
+    n_size, c_size, s_size = acc.shape
+    for n in range(n_size):
+        for c in range(c_size):
+            m = multiplier[c]
+            for s in range(s_size):
+                r = round_float(np.float64(acc[n, c, s]) * m, mode)
+                _store_clipped_float(out, n, c, s, r, lo, hi)
+    return out
+
+
+@numba.njit(cache=True)
+def _shift_left_clipped(v, s, lo, hi):
+    """``clip(v * 2**s, lo, hi)`` for ``s >= 1`` without ever overflowing."""
+    if v > (hi >> s):  # v * 2**s > hi
+        return hi
+    lo_ceil = (lo >> s) + (1 if (lo & ((np.int64(1) << s) - 1)) != 0 else 0)
+    if v < lo_ceil:  # v * 2**s < lo
+        return lo
+    return v << s
+
+
+@numba.njit(cache=True)
+def requant_int(acc, multiplier, shift, mode, bounds, out):
+    """``out = clip(round(acc * multiplier[c] / 2**shift[c]), lo, hi)``.
+
+    Parameters
+    ----------
+    acc : (N, C, S) int64, C-contiguous
+    multiplier : (C,) int64
+        A Q31 multiplier in ``[2**30, 2**31)`` (see
+        :func:`quantize_multiplier`), a small compensation integer, or 1.
+    shift : (C,) int64
+        In ``[-31, 62]``; negative means a left shift.
+    mode : int
+        Rounding constant (applied with
+        :func:`~kernels.rounding.round_div_pow2`).
+    bounds : (2,) int64
+        ``[lo, hi]``, both representable in ``out.dtype``.
+    out : (N, C, S) int8, uint8, int16, uint16, int32, int64 or float64
+        Preallocated, written in place.
+
+    Returns
+    -------
+    out
+
+    Notes
+    -----
+    Precondition (caller guarantees): ``|acc * multiplier| < 2**63``, e.g.
+    ``|acc| < 2**31`` and ``multiplier < 2**31``; the product is then exact
+    in int64 and rounded once, exactly. A left shift (``shift < 0``) saturates
+    at the bounds instead of overflowing.
+    """
+    lo, hi = bounds[0], bounds[1]
+    n_size, c_size, s_size = acc.shape
+    for n in range(n_size):
+        for c in range(c_size):
+            m, sh = multiplier[c], shift[c]
+            for s in range(s_size):
+                v = acc[n, c, s] * m
+                if sh < 0:
+                    out[n, c, s] = _shift_left_clipped(v, -sh, lo, hi)
+                else:
+                    out[n, c, s] = min(max(round_div_pow2(v, sh, mode), lo), hi)
+    return out
+
+
+def requant_float_ref(acc, multiplier, mode, bounds, out):
+    """NumPy twin of :func:`requant_float` (the spec)."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    r = round_float_ref(acc.astype(np.float64) * multiplier[None, :, None], mode)
+    inside = (r > float(lo)) & (r < float(hi))
+    res = np.where(inside, np.where(inside, r, 0.0).astype(np.int64),
+                   np.where(r <= float(lo), lo, hi))
+    out[...] = res
+    return out
+
+
+def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
+    """NumPy twin of :func:`requant_int` (the spec).
+
+    The left-shift saturation thresholds are computed with Python ints.
+    """
+    lo, hi = int(bounds[0]), int(bounds[1])
+    v = acc * multiplier.astype(np.int64)[None, :, None]
+    shift = shift.astype(np.int64)
+    right = round_div_pow2_ref(v, np.maximum(shift, 0)[None, :, None], mode)
+    res = np.clip(right, lo, hi)
+    for c in np.flatnonzero(shift < 0):
+        s = int(-shift[c])
+        v_hi, v_lo = hi >> s, -((-lo) >> s)  # floor(hi/2**s), ceil(lo/2**s)
+        vc = v[:, c]
+        res[:, c] = np.where(vc > v_hi, hi, np.where(vc < v_lo, lo,
+                                                     np.clip(vc, v_lo, v_hi) << s))
+    out[...] = res
+    return out

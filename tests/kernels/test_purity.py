@@ -1,0 +1,66 @@
+"""Project-style checks on kernels/: purity, twins, jit options, docstrings."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+from numba.core.caching import NullCache
+from numba.core.registry import CPUDispatcher
+
+import kernels
+
+KERNEL_FILES = sorted((Path(kernels.__file__).parent).glob("*.py"))
+FORBIDDEN = ("aidge_lite", "networkx")
+
+
+def _imported_modules(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+@pytest.mark.parametrize("path", KERNEL_FILES, ids=lambda p: p.name)
+def test_kernels_import_nothing_from_the_package_or_networkx(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bad = [m for m in _imported_modules(tree) if m.split(".")[0] in FORBIDDEN]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+def _public_kernels():
+    for name in kernels.__all__:
+        obj = getattr(kernels, name)
+        if isinstance(obj, CPUDispatcher) and hasattr(kernels, name + "_ref"):
+            yield name, obj
+
+
+PUBLIC_KERNELS = dict(_public_kernels())
+
+
+def test_every_kernel_is_found():
+    assert {"conv2d", "gemm", "fit_accumulator", "requant_float", "requant_int",
+            "maxpool2d", "avgpool2d", "global_avgpool", "add", "concat2", "relu", "clip",
+            "round_div", "round_div_pow2", "round_float"} <= set(PUBLIC_KERNELS)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_KERNELS))
+def test_kernel_style(name):
+    kernel = PUBLIC_KERNELS[name]
+    ref = getattr(kernels, name + "_ref")
+    assert inspect.signature(kernel.py_func) == inspect.signature(ref)
+    assert len(inspect.signature(ref).parameters) <= 6
+    assert not isinstance(kernel._cache, NullCache), "needs cache=True"
+    assert not kernel.targetoptions.get("fastmath"), "no fastmath"
+    for f in (kernel.py_func, ref):
+        assert f.__doc__ and f.__doc__.strip(), f"{f.__name__} needs a docstring"
+    assert "Returns" in kernel.py_func.__doc__, "numpydoc sections expected"
+
+
+def test_all_jitted_functions_use_cache_and_no_fastmath():
+    for module in (m for m in vars(kernels).values() if inspect.ismodule(m)):
+        for obj in vars(module).values():
+            if isinstance(obj, CPUDispatcher):
+                assert not isinstance(obj._cache, NullCache), obj.__name__
+                assert not obj.targetoptions.get("fastmath"), obj.__name__

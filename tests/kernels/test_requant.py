@@ -1,0 +1,119 @@
+"""requant_float / requant_int against their twins and exact oracles."""
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from kernels import (quantize_multiplier, requant_float, requant_float_ref, requant_int,
+                     requant_int_ref)
+from tests.kernels.test_rounding import MODES, round_fraction
+from tests.strategies import INT64_MAX, INT64_MIN, requant_float_cases, requant_int_cases
+
+I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
+INT8 = np.array([-128, 127], np.int64)
+FULL64 = np.array([INT64_MIN, INT64_MAX], np.int64)
+ACC_EDGES = sorted({I32_MIN, I32_MAX, 0, 1, -1, 2, -2, 3, -3}
+                   | {s * 2 ** k + d for s in (1, -1) for k in (7, 15, 16, 30)
+                      for d in (-2, -1, 0, 1, 2)})
+
+
+def acc3(values):
+    return np.array(values, np.int64).reshape(1, 1, -1)
+
+
+def run_both(kernel, ref, *args):
+    """Run kernel and twin on separate output buffers; assert equal; return result."""
+    *head, out = args
+    got, expected = kernel(*head, out.copy()), ref(*head, out.copy())
+    assert got.dtype == out.dtype
+    np.testing.assert_array_equal(got, expected)
+    return got
+
+
+# --- float multiplier ------------------------------------------------------
+
+@given(args=requant_float_cases())
+@example(args=(acc3([5, -5, 3, -3, 1, -1]), np.array([0.5]), 0, INT8, np.empty((1, 1, 6), np.int8)))
+@example(args=(acc3([5, -5, 3, -3, 1, -1]), np.array([0.5]), 1, INT8, np.empty((1, 1, 6), np.int8)))
+@example(args=(acc3([5, -5, 3, -3, 1, -1]), np.array([0.5]), 2, INT8, np.empty((1, 1, 6), np.float64)))
+@example(args=(acc3([I32_MIN, I32_MAX]), np.array([2.0 ** -24]), 0, INT8, np.empty((1, 1, 2), np.int8)))
+@example(args=(acc3([INT64_MIN, INT64_MAX, 0]), np.array([1.0]), 2, FULL64,
+               np.empty((1, 1, 3), np.int64)))  # float(INT64_MAX) == 2^63 must clip, not wrap
+@example(args=(acc3([-7, 300, 0]), np.array([1.0]), 3, np.array([0, 255]), np.empty((1, 1, 3), np.uint8)))
+@example(args=(np.zeros((2, 0, 3), np.int64), np.zeros(0), 0, INT8, np.empty((2, 0, 3), np.int8)))
+def test_requant_float_matches_ref(args):
+    run_both(requant_float, requant_float_ref, *args)
+
+
+def test_requant_float_is_the_plain_float64_product():
+    acc = acc3([3, 10 ** 15 + 1, -(2 ** 53) - 1])
+    m = np.array([0.1])
+    out = requant_float(acc, m, 2, FULL64, np.empty(acc.shape, np.int64))
+    np.testing.assert_array_equal(out, np.rint(acc.astype(np.float64) * 0.1).astype(np.int64))
+
+
+# --- integer multiplier + shift ---------------------------------------------
+
+@given(args=requant_int_cases())
+@example(args=(acc3([I32_MIN, I32_MAX]), np.array([2 ** 31 - 1]), np.array([62]), 0, FULL64,
+               np.empty((1, 1, 2), np.int64)))
+@example(args=(acc3([I32_MIN, I32_MAX, 1, -1]), np.array([3]), np.array([-31]), 0, FULL64,
+               np.empty((1, 1, 4), np.int64)))  # left shift, within int64
+@example(args=(acc3([I32_MIN, I32_MAX, 1, -1]), np.array([7]), np.array([-31]), 1, INT8,
+               np.empty((1, 1, 4), np.int8)))  # left shift saturates
+@example(args=(acc3([5, -5, 3, -3]), np.array([1]), np.array([1]), 2, INT8, np.empty((1, 1, 4), np.int8)))
+@example(args=(np.zeros((0, 2, 3), np.int64), np.array([1, 1]), np.array([0, 0]), 0, INT8,
+               np.empty((0, 2, 3), np.int8)))
+def test_requant_int_matches_ref(args):
+    run_both(requant_int, requant_int_ref, *args)
+
+
+def oracle_int(acc, m, shift, mode, lo, hi):
+    return [min(max(round_fraction(Fraction(int(a) * m, 2 ** shift) if shift >= 0
+                                   else int(a) * m * 2 ** -shift, mode), lo), hi) for a in acc]
+
+
+@pytest.mark.parametrize("shift", list(range(-31, 32)) + [62])
+def test_requant_int_edges_match_oracle(shift):
+    acc = acc3(ACC_EDGES)
+    for mode, (m, (lo, hi)) in itertools.product(
+            MODES, itertools.product((1, 3, 2 ** 30, 2 ** 31 - 1), (INT8, FULL64))):
+        mult, sh = np.array([m], np.int64), np.array([shift], np.int64)
+        out = run_both(requant_int, requant_int_ref, acc, mult, sh, mode,
+                       np.array([lo, hi]), np.empty(acc.shape, np.int64))
+        assert out.ravel().tolist() == oracle_int(ACC_EDGES, m, shift, mode, int(lo), int(hi))
+
+
+# --- quantize_multiplier ------------------------------------------------------
+
+@given(m=st.floats(2.0 ** -60, 2.0 ** 40, exclude_min=False))
+@example(m=1.0)
+@example(m=0.5)
+@example(m=1.0 - 2.0 ** -53)  # mantissa rounds up to 1.0: renormalised
+@example(m=2.0 ** -31)
+@example(m=0.1)
+def test_quantize_multiplier_round_trip(m):
+    q, shift = quantize_multiplier(m)
+    assert 2 ** 30 <= q < 2 ** 31
+    assert abs(Fraction(q) / Fraction(2) ** shift - Fraction(m)) / Fraction(m) < Fraction(1, 2 ** 30)
+
+
+def test_quantize_multiplier_special_values():
+    assert quantize_multiplier(0.0) == (0, 0)
+    assert quantize_multiplier(1.0) == (2 ** 30, 30)
+    assert quantize_multiplier(3.0)[1] < 31
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            quantize_multiplier(bad)
+
+
+@given(acc=st.integers(I32_MIN, I32_MAX), m=st.floats(2.0 ** -20, 2.0 ** 10), mode=st.sampled_from(MODES))
+def test_requant_int_with_q31_is_single_rounding(acc, m, mode):
+    q, shift = quantize_multiplier(m)
+    out = requant_int(acc3([acc]), np.array([q]), np.array([shift]), mode, FULL64,
+                      np.empty((1, 1, 1), np.int64))
+    assert out[0, 0, 0] == round_fraction(Fraction(acc * q, 2 ** shift), mode)
