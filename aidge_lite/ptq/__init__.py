@@ -11,6 +11,7 @@ from ..errors import AidgeLiteError, InputError
 from ..ir import Graph, verify
 from ..target import Target
 from .calibrate import calibrate
+from .clipping import optimize_clipping
 from .compute_signs import compute_signs
 from .cross_layer_equalization import cross_layer_equalization
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
@@ -30,6 +31,7 @@ PIPELINE = (
     normalize_parameters,
     calibrate,
     compute_signs,
+    optimize_clipping,
     normalize_activations,
     quantize,
     single_shift,
