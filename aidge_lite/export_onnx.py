@@ -27,8 +27,11 @@ type the QUANTIZER declares (int8/uint8; int16/uint16 beyond 8 bits):
   or select values), so that onnxruntime sees whole DQ -> op -> Q groups and can
   fuse them into integer kernels (QLinearConv, QGemm, QLinearConcat, ...);
 - Add/Sub: the float op, an accumulator like Conv's, requantized by the next QUANTIZER;
-- integer AveragePool/GlobalAveragePool (`attrs["rounding"]`): the float op
-  then QuantizeLinear/DequantizeLinear at the input's scale: where our pools round.
+- integer AveragePool/GlobalAveragePool (`attrs["rounding"]`): the pool rounds
+  at a QuantizeLinear, like our integer pools: DequantizeLinear(scale 1) of the
+  input integers -> float pool -> QuantizeLinear(scale 1) -> DequantizeLinear at
+  the input's scale. Averaging the integers themselves (not q * s) keeps every
+  tie of sum / count an exact tie in float32, rounded half to even by ONNX.
 
 Float32 scales. ONNX scales are float32. Rather than rounding each 1/F_t on
 its own, the export derives them along the graph the way onnxruntime combines
@@ -56,7 +59,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import QuantizationError, UnsupportedOperatorError
-from .ir import Graph, OpType
+from .ir import LAYOUT, Graph, OpType
 from .ir.node import META_SHAPE
 from .ptq.rescale import effective_multiplier
 
@@ -200,6 +203,12 @@ class _Exporter:
         self.inits[name] = numpy_helper.from_array(np.asarray(array), name)
         return name
 
+    def _constant(self, name: str, array) -> str:
+        """A constant of the graph as an initializer of the same name (once, if shared)."""
+        if name not in self.inits:
+            self._init(name, array)
+        return name
+
     def _shared_init(self, kind: str, array: np.ndarray) -> str:
         """An activation scale / zero point initializer, shared by identical values."""
         array = np.asarray(array)
@@ -268,6 +277,8 @@ class _Exporter:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
                                   producer_name=PRODUCER)
         model.ir_version = min(model.ir_version, 10)
+        if any(not o.type.tensor_type.HasField("shape") for o in model.graph.output):
+            self._infer_output_shapes(model)
         for key, value in (("output_scale", {k: _py(self.factor[k]) for k in self.g.outputs}),
                            ("nb_bits", self.g.meta.get("nb_bits")),
                            ("target", self.g.meta.get("target"))):
@@ -276,19 +287,34 @@ class _Exporter:
         return model
 
     def _output_shape(self, name):
-        """Recorded shape of an output, with its batch dim free (or named)."""
+        """Recorded shape of an output, with its batch dim free (or named); None if unknown."""
         node = self.g.node(name)
         while node.meta.get(META_SHAPE) is None and node.op is OpType.QUANTIZER:
             node = self.g.node(node.inputs[0])  # quantizers keep the shape, not always recorded
         shape = node.meta.get(META_SHAPE)
         if shape is None:
-            raise QuantizationError(f"graph output '{name}' has no recorded shape")
+            return None
         dims = list(shape)
         if dims:
             batches = {tuple(self.g.node(i).attrs["shape"][:1]) for i in self.g.inputs}
             declared = batches.pop()[0] if len(batches) == 1 and () not in batches else None
             dims[0] = self.batch_dim if self.batch_dim is not None else declared
         return dims
+
+    @staticmethod
+    def _infer_output_shapes(model):
+        """Output shapes the graph did not record, from ONNX shape inference."""
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
+        except Exception as exc:
+            raise QuantizationError(f"cannot infer the shape of the graph outputs: {exc}") from exc
+        known = {v.name: v for v in (*inferred.value_info, *inferred.output)}
+        for out in model.graph.output:
+            if not out.type.tensor_type.HasField("shape"):
+                found = known.get(out.name)
+                if found is None or not found.type.tensor_type.HasField("shape"):
+                    raise QuantizationError(f"graph output '{out.name}' has no known shape")
+                out.type.tensor_type.shape.CopyFrom(found.type.tensor_type.shape)
 
     def _require_quantized(self, node, tensor):
         if self.qtype.get(tensor) in (None, _FLOAT_INPUT):
@@ -399,14 +425,15 @@ def _affine(ex: _Exporter, node):
     # Weights and biases get their own scale / zero point initializers: onnxruntime's
     # s8 -> u8 weight rewrite (session.x64quantprecision) fails on shared ones.
     w_dq = ex._node("DequantizeLinear", [
-        ex._init(w_name, weight), ex._init(f"{w_name}/scale", s_w),
-        ex._init(f"{w_name}/zero_point", np.zeros(s_w.shape, wtype))], f"{w_name}/dq", **axis)
+        ex._constant(w_name, weight), ex._init(f"{node.name}/w_scale", s_w),
+        ex._init(f"{node.name}/w_zero_point", np.zeros(s_w.shape, wtype))], f"{node.name}/w", **axis)
     if np.dtype(bias.dtype) == np.int32:
         b_float = ex._node("DequantizeLinear", [
-            ex._init(b_name, bias), ex._init(f"{b_name}/scale", s_acc),
-            ex._init(f"{b_name}/zero_point", np.zeros(s_acc.shape, np.int32))], f"{b_name}/dq", **axis)
+            ex._constant(b_name, bias), ex._init(f"{node.name}/b_scale", s_acc),
+            ex._init(f"{node.name}/b_zero_point", np.zeros(s_acc.shape, np.int32))],
+            f"{node.name}/b", **axis)
     else:  # int64 bias: no DequantizeLinear for it; a float bias (onnxruntime will not fuse)
-        b_float = ex._init(f"{b_name}/float", _f32(bias.astype(np.float64) * s_acc))
+        b_float = ex._init(f"{node.name}/b", _f32(bias.astype(np.float64) * s_acc))
     if node.op is OpType.CONV:
         ex._node("Conv", [x, w_dq, b_float], node.name, **ex._onnx_attrs("Conv", node.attrs))
     else:
@@ -483,8 +510,8 @@ def _seamless(ex: _Exporter, node):
         )
     ex.factor[node.name], ex.scale[node.name], ex.qtype[node.name] = \
         ex.factor[x], ex.scale[x], ex.qtype[x]
-    if ex.qtype[x] == _FLOAT_INPUT:
-        ex._require_quantized(node, x)
+    if ex.qtype[x] == _FLOAT_INPUT and node.op not in LAYOUT:
+        ex._require_quantized(node, x)  # data movement may precede the input quantizer
     if not ex.build:
         return
     op_type = _SEAMLESS_ONNX[node.op]
@@ -502,7 +529,7 @@ def _seamless(ex: _Exporter, node):
     elif node.op in (OpType.SQUEEZE, OpType.UNSQUEEZE) and "axes" in attrs:
         inputs.append(ex._init(f"{node.name}/axes", np.asarray(attrs.pop("axes"), np.int64)))
     attrs = ex._onnx_attrs(op_type, attrs)
-    if ex.qtype[x] is None:  # a seamless op on an accumulator stays float
+    if ex.qtype[x] in (None, _FLOAT_INPUT):  # on an accumulator or the float input: stays float
         ex._node(op_type, inputs, node.name, **attrs)
         return
     ex._node(op_type, inputs, f"{node.name}/f", **attrs)
@@ -519,6 +546,18 @@ def _int_pool(ex: _Exporter, node):
         ex.factor[x], ex.scale[x], ex.qtype[x]
     if not ex.build:
         return
+    # The pool averages the integers themselves: DequantizeLinear at scale 1 gives
+    # exact integer-valued floats, their float sum is exact and sum / count is a
+    # tie exactly when the integer quotient is one, so QuantizeLinear at scale 1
+    # rounds where our integer pool rounds. The result is then dequantized at the
+    # input's scale. (Pooling x * s instead rounds every q * s, and ties fall
+    # either way.)
+    unit = np.float32(1.0)
+    s_one, zp, _ = ex._dq_args(unit, ex.qtype[x])
+    ints = ex._node("DequantizeLinear", [ex.qname[x], s_one, zp], f"{node.name}/int_in")
     attrs = ex._onnx_attrs(node.op.value, node.attrs)
-    ex._node(node.op.value, [x], f"{node.name}/f", **attrs)
-    ex._qdq(f"{node.name}/f", node.name, ex.scale[x], ex.qtype[x])
+    pooled = ex._node(node.op.value, [ints], f"{node.name}/f", **attrs)
+    qname = ex._node("QuantizeLinear", [pooled, s_one, zp], f"{node.name}/q")
+    s_name, zp_out, axis = ex._dq_args(ex.scale[x], ex.qtype[x])
+    ex._node("DequantizeLinear", [qname, s_name, zp_out], node.name, **axis)
+    ex.qname[node.name] = qname

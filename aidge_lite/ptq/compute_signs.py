@@ -38,8 +38,8 @@ def sign_map(graph: Graph) -> dict[str, bool]:
             readers = graph.consumers(node.name)
             relu_only = bool(readers) and all(r.op in NON_NEGATIVE for r in readers)
             return operands[0] or (relu_only and node.name not in graph.outputs)
-        if node.op in SIGN_PRESERVING or node.op in JOINING:
-            return all(operands)
+        if node.op in SIGN_PRESERVING or node.op in (OpType.ADD, OpType.CONCAT):
+            return all(operands)  # (Sub of non-negatives can be negative)
         return False
 
     return propagate(graph, rule)

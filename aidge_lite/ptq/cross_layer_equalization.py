@@ -6,8 +6,9 @@ other reader, f(s*x) = s*f(x) for s > 0, so scaling A's output channel i by
 s_i and B's matching input channel by 1/s_i leaves the network unchanged.
 Choosing s_i = sqrt(r1_i * r2_i) / r1_i (r1_i = max|row i of W_A|, r2_i =
 max|input column i of W_B|) gives both layers the range sqrt(r1_i * r2_i)
-(Nagel et al. 2019, "Data-Free Quantization", §4.1). Per tensor (the reference
-library's MR-era form) uses one s for the whole layer. Pairs are swept
+(Nagel et al. 2019, "Data-Free Quantization", §4.1). Always per channel: a
+per-tensor s (the reference library's MR-era form, kept for `compat="aidge"`)
+is undone exactly by per-tensor weight normalisation. Pairs are swept
 repeatedly until the largest range gap |r1 - r2| is below `TARGET_DELTA`.
 
 Unlike the reference library, which skips every graph that is not a single
@@ -98,8 +99,8 @@ def _equalize_pair(graph, a, b, per_channel) -> float:
     channels = wa.shape[0]
     index = input_channel_index(wb, b.attrs.get("group", 1), channels)
     r1, r2 = _ranges_a(wa, per_channel), _ranges_b(wb, index, per_channel)
-    delta = float(np.max(np.abs(r1 - r2)))
     valid = (r1 > 0) & (r2 > 0)
+    delta = float(np.max(np.abs(r1 - r2)[valid], initial=0.0))  # dead channels never converge
     s = np.where(valid, np.sqrt(np.where(valid, r1 * r2, 1.0)) / np.where(valid, r1, 1.0), 1.0)
     s_rows = s if per_channel else np.full(channels, s[0])
     wa *= s_rows.reshape((-1,) + (1,) * (wa.ndim - 1))
@@ -120,11 +121,14 @@ def cross_layer_equalization(graph: Graph, cfg: PTQConfig) -> PassReport:
         return PassReport("cross_layer_equalization", False, {})
     if cfg.compat == "aidge" and not _is_chain(graph):
         return PassReport("cross_layer_equalization", False, {"skipped": "graph has branches (compat=aidge)"})
+    # Per-tensor CLE is undone exactly by per-tensor weight normalisation, so we
+    # always equalise per channel; compat="aidge" keeps the reference's per-tensor form.
+    per_channel = cfg.compat != "aidge"
     pairs = equalization_pairs(graph)
     sweeps, delta = 0, 0.0
     while pairs and sweeps < MAX_SWEEPS:
         sweeps += 1
-        delta = max(_equalize_pair(graph, graph.node(a), graph.node(b), cfg.per_channel) for a, b in pairs)
+        delta = max(_equalize_pair(graph, graph.node(a), graph.node(b), per_channel) for a, b in pairs)
         if delta < TARGET_DELTA:
             break
     return PassReport("cross_layer_equalization", bool(pairs),

@@ -24,10 +24,20 @@ from .config import PassReport, PTQConfig
 from .walk import RESCALING, branch_rescaler, propagate
 
 
-def weight_ranges(weight: np.ndarray, per_channel: bool) -> np.ndarray | float:
-    """max|W| per tensor, or per output channel (axis 0); zeros become 1."""
+DEAD_CHANNEL_RATIO = 2.0 ** -8
+
+
+def weight_ranges(weight: np.ndarray, per_channel: bool, nb_bits: int = 16) -> np.ndarray | float:
+    """max|W| per tensor, or per output channel (axis 0); zeros become 1.
+
+    A nearly dead channel (max|W| below 1/256 of the tensor's max, i.e. under
+    one 8-bit step) is normalised by that floor instead: dividing by 1e-15
+    would blow its bias past any accumulator for weights that are noise.
+    """
     if per_channel:
         ranges = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1, initial=0.0)
+        floor = ranges.max(initial=0.0) * DEAD_CHANNEL_RATIO
+        ranges = np.maximum(ranges, floor)
         return np.where(ranges > 0, ranges, 1.0).astype(np.float64)
     peak = float(np.abs(weight).max(initial=0.0))
     return peak if peak > 0 else 1.0
@@ -40,7 +50,7 @@ def normalize_parameters(graph: Graph, cfg: PTQConfig) -> PassReport:
         if node.op is OpType.INPUT:
             return 1.0
         if node.op in AFFINE:
-            return _normalize_affine(graph, node, factors[0], cfg.per_channel, alphas)
+            return _normalize_affine(graph, node, factors[0], cfg.per_channel, cfg.nb_bits, alphas)
         if node.op in RESCALING:
             return _settle_channels(node, factors[0])
         if node.op in JOINING:
@@ -51,10 +61,10 @@ def normalize_parameters(graph: Graph, cfg: PTQConfig) -> PassReport:
     return PassReport("normalize_parameters", bool(alphas), {"alpha": alphas})
 
 
-def _normalize_affine(graph, node, factor_in, per_channel, alphas):
+def _normalize_affine(graph, node, factor_in, per_channel, nb_bits, alphas):
     w_name, b_name = node.inputs[1], node.inputs[2]
     weight = graph.constant(w_name).astype(np.float64)
-    alpha = weight_ranges(weight, per_channel)
+    alpha = weight_ranges(weight, per_channel, nb_bits)
     shape = (-1,) + (1,) * (weight.ndim - 1)
     graph.set_constant(w_name, weight / np.reshape(alpha, shape) if per_channel else weight / alpha)
     factor_out = factor_in / np.asarray(alpha) if per_channel else factor_in / alpha
