@@ -39,17 +39,23 @@ class OptionSet:
     target: str | None = None
 
 
+_BEST = {"clipping": "mse", "optimize_signs": True, "per_channel": True, "cle": True}
+
 OPTION_GRID: tuple[OptionSet, ...] = (
     OptionSet("default", {"clipping": "max"}),
-    # Extend, e.g.:
-    # OptionSet("mse", {"clipping": "mse"}),
-    # OptionSet("kl", {"clipping": "kl"}),
-    # OptionSet("aa", {"clipping": "aa"}),
-    # OptionSet("signs", {"optimize_signs": True}),
-    # OptionSet("single-shift", {"single_shift": True}),
-    # OptionSet("cle", {"cle": True}),
-    # OptionSet("per-channel", {"per_channel": True}),
-    # OptionSet("tflite", {}, target="tflite"),
+    OptionSet("mse", {"clipping": "mse"}),
+    OptionSet("aa", {"clipping": "aa"}),
+    OptionSet("kl", {"clipping": "kl"}),
+    OptionSet("kl-aidge", {"clipping": "kl", "compat": "aidge"}),
+    OptionSet("signs", {"optimize_signs": True}),
+    OptionSet("per-channel", {"per_channel": True}),
+    OptionSet("cle", {"cle": True}),
+    OptionSet("single-shift", {"single_shift": True}),
+    OptionSet("mse+signs", {"clipping": "mse", "optimize_signs": True}),
+    OptionSet("mse+signs+pc", {"clipping": "mse", "optimize_signs": True, "per_channel": True}),
+    OptionSet("best", _BEST),
+    OptionSet("best+shift", {**_BEST, "single_shift": True}),
+    OptionSet("fixed-point", {}, target="tflite"),
 )
 
 

@@ -458,3 +458,14 @@ def test_mnist8_accuracy_grid(nb_bits, mode):
 def test_mnist8_compat_kl_reproduces_the_reference_collapse():
     # the reference's reverse KL clips conv2 to 2 % of its range at 5 bits (measured: 10.00 %)
     assert mnist8_accuracy(5, "kl", compat="aidge") < 0.5
+
+
+def test_kl_does_not_clip_discrete_input_to_nothing():
+    """digits' 17 grey levels: KL on the input histogram chose 1/16 of the range (29 %)."""
+    import aidge_lite
+    from models import datasets, zoo
+
+    data = datasets.digits()
+    q = aidge_lite.quantize_network(zoo.load("digits_mlp"), data.calib_x, nb_bits=8, clipping="kl")
+    logits = next(iter(aidge_lite.run(q, data.test_x).values()))
+    assert (logits.argmax(1) == data.test_y).mean() > 0.96
