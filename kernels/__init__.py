@@ -6,10 +6,12 @@ same signature that serves as its specification. Rounding rules live in
 """
 
 from .accumulator import fit_accumulator, fit_accumulator_ref
-from .conv import conv2d, conv2d_output_shape, conv2d_ref, output_extent
+from .conv import (conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant,
+                   conv2d_requant_ref, output_extent)
 from .elementwise import (add, add_ref, clip, clip_ref, concat2, concat2_ref,
                           relu, relu_ref)
 from .gemm import gemm, gemm_ref
+from .threads import get_threads, max_threads, set_threads, with_threads
 from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
                    maxpool2d, maxpool2d_ref, pool2d_output_shape)
 from .requant import (quantize_multiplier, requant_float, requant_float_ref,
@@ -23,6 +25,8 @@ __all__ = [
     "round_div", "round_div_ref", "round_div_pow2", "round_div_pow2_ref",
     "round_float", "round_float_ref",
     "conv2d", "conv2d_ref", "conv2d_output_shape", "output_extent",
+    "conv2d_requant", "conv2d_requant_ref",
+    "set_threads", "get_threads", "max_threads", "with_threads",
     "gemm", "gemm_ref",
     "fit_accumulator", "fit_accumulator_ref",
     "requant_float", "requant_float_ref", "requant_int", "requant_int_ref",

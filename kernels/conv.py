@@ -7,6 +7,13 @@
 import numba
 import numpy as np
 
+from .igemm import (BLOCK, IM2COL_BELOW, depthwise_requant_run, depthwise_run, igemm_requant_run,
+                    igemm_run, int32_exact, max_abs, nchw_int16, nhwc_int16, pack_conv_weights)
+from .requant import requant_float, requant_float_ref
+from .rowconv import rowconv_requant_run, rowconv_run, rowconv_setup
+
+ROWCONV_MAX_C = 4  # input channels up to which the pixels-as-lanes kernel is used
+
 
 @numba.njit(cache=True)
 def output_extent(size, kernel, stride, pad_begin, pad_end, dilation):
@@ -46,10 +53,194 @@ def conv2d(x, w, bias, geometry):
 
     Notes
     -----
-    Accumulator: int64, every product widened to int64 first; exact while the
-    true sum fits in int64 (otherwise wraps modulo 2**64, like the twin).
+    Fast path (:mod:`kernels.igemm`): when the actual operand bounds prove
+    it exact (``max|x| * max|w| * C/group * KH * KW <= 2**31 - 1``, both
+    maxima ``<= 32767``), an implicit GEMM on int16 operands with int32
+    accumulation (register-blocked ``vpmaddwd`` micro-kernels, ``prange``
+    over pixel blocks), or a kernel vectorised along output rows for depthwise convs;
+    int64 bias added afterwards. Otherwise: direct loops with an int64
+    accumulator, every product widened to int64 first; exact while the true
+    sum fits in int64 (otherwise wraps modulo 2**64, like the twin).
     No rounding. Shapes are validated by the caller.
     """
+    if _fast_ok(x, w, geometry):
+        return _conv2d_int16(x, w, bias, geometry)
+    return _conv2d_direct(x, w, bias, geometry)
+
+
+@numba.njit(cache=True)
+def _fast_ok(x, w, geometry):
+    """True when the int16/int32 path of :func:`conv2d` is exact (and shapes are non-empty)."""
+    n_batch, _, h, wd = x.shape
+    k_out, c_per_group, kh_size, kw_size = w.shape
+    pads_ok = min(geometry[2], geometry[3], geometry[4], geometry[5]) >= 0
+    oh_size = output_extent(h, kh_size, geometry[0], geometry[2], geometry[4], geometry[6])
+    ow_size = output_extent(wd, kw_size, geometry[1], geometry[3], geometry[5], geometry[7])
+    kdim = c_per_group * kh_size * kw_size
+    if not (n_batch > 0 and k_out > 0 and kdim > 0 and oh_size > 0 and ow_size > 0 and pads_ok):
+        return False
+    # The dtype bounds often prove it already (int8/uint8 x int8: kdim <= 65793); else scan.
+    x_info, w_info = np.iinfo(x.dtype), np.iinfo(w.dtype)
+    ax = max(-np.int64(x_info.min), np.int64(x_info.max)) if x.itemsize < 4 else np.int64(2 ** 31)
+    aw = max(-np.int64(w_info.min), np.int64(w_info.max)) if w.itemsize < 4 else np.int64(2 ** 31)
+    if int32_exact(ax, aw, kdim):
+        return True
+    return int32_exact(max_abs(x), max_abs(w), kdim)
+
+
+@numba.njit(cache=True)
+def _igemm_setup(x, w, geometry):
+    """xbuf, geo, taps, kp, packed weights of the implicit-GEMM path (see kernels.igemm)."""
+    n_batch, c_in, h, wd = x.shape
+    k_out, cg, kh_size, kw_size = w.shape
+    sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3]
+    pb, pr, dh, dw = geometry[4], geometry[5], geometry[6], geometry[7]
+    groups = geometry[8]
+    oh_size = output_extent(h, kh_size, sh, pt, pb, dh)
+    ow_size = output_extent(wd, kw_size, sw, pl, pr, dw)
+    hp, wp = h + pt + pb, wd + pl + pr
+    xbuf = nhwc_int16(x, pt, pb, pl, pr)
+    kg = k_out // groups
+    contiguous = groups == 1 and dw == 1
+    if contiguous:
+        taps = np.arange(kh_size) * (dh * wp * c_in)
+        kp = (kw_size * cg + 1) // 2
+    else:
+        taps = np.empty(kh_size * kw_size, np.int64)
+        for i in range(kh_size):
+            for j in range(kw_size):
+                taps[i * kw_size + j] = (i * dh * wp + j * dw) * c_in
+        kp = (cg + 1) // 2
+    pw = 8 if kg <= 8 else 16
+    run = kw_size * cg if contiguous else cg
+    im2col = kp < IM2COL_BELOW and taps.size > 1  # short taps: gather rows first
+    if im2col:
+        kp = (taps.size * run + 1) // 2
+    bp = pack_conv_weights(w, groups, contiguous, pw, kp, im2col)
+    geo = np.array([n_batch * oh_size * ow_size, oh_size * ow_size, ow_size,
+                    hp * wp * c_in, sh * wp * c_in, sw * c_in, groups, cg, kg, pw,
+                    run if im2col else 0], np.int64)
+    return xbuf, geo, taps.astype(np.int64), kp, bp
+
+
+@numba.njit(cache=True)
+def _depthwise_setup(x, w, geometry):
+    """Padded NCHW int16 input, (K, KH, KW) int32 weights, [sh, sw, dh, dw]."""
+    xpad = nchw_int16(x, geometry[2], geometry[4], geometry[3], geometry[5])
+    w32 = np.empty((w.shape[0], w.shape[2], w.shape[3]), np.int32)
+    for k in range(w.shape[0]):
+        for i in range(w.shape[2]):
+            for j in range(w.shape[3]):
+                w32[k, i, j] = w[k, 0, i, j]
+    geo = np.array([geometry[0], geometry[1], geometry[6], geometry[7]], np.int64)
+    return xpad, w32, geo
+
+
+@numba.njit(cache=True)
+def _conv2d_int16(x, w, bias, geometry):
+    """The exact int16/int32 path of :func:`conv2d` (bounds checked by the caller)."""
+    n_batch, c_in, h, wd = x.shape
+    k_out, cg, kh_size, kw_size = w.shape
+    sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3]
+    pb, pr, dh, dw = geometry[4], geometry[5], geometry[6], geometry[7]
+    oh_size = output_extent(h, kh_size, sh, pt, pb, dh)
+    ow_size = output_extent(wd, kw_size, sw, pl, pr, dw)
+    bias64 = bias.astype(np.int64)
+    out = np.empty((n_batch, k_out, oh_size * ow_size), np.int64)
+    if cg == 1 and k_out == geometry[8]:  # depthwise: one channel in, one out per group
+        xpad, w32, geo = _depthwise_setup(x, w, geometry)
+        depthwise_run(xpad, w32, geo, bias64, out.reshape((n_batch, k_out, oh_size, ow_size)))
+    elif _use_rowconv(x, w, geometry, ow_size):
+        wq, xq, xtaps, geo = rowconv_setup(x, w, geometry, ow_size)
+        rowconv_run(wq, xq, xtaps, geo, bias64, out.reshape((n_batch, k_out, oh_size, ow_size)))
+    else:
+        xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
+        igemm_run(xbuf, geo, taps, kp, bp, bias64, out)
+    return out.reshape((n_batch, k_out, oh_size, ow_size))
+
+
+@numba.njit(cache=True)
+def _use_rowconv(x, w, geometry, ow_size):
+    """Few input channels, unit stride and dilation along W: pixels-as-lanes kernel."""
+    return (x.shape[1] <= ROWCONV_MAX_C and geometry[8] == 1 and geometry[1] == 1
+            and geometry[7] == 1 and ow_size >= 8 and w.shape[3] >= 2)
+
+
+@numba.njit(cache=True)
+def conv2d_requant(x, w, bias, geometry, multiplier, params):
+    """:func:`conv2d` followed by ``requant_float`` into int16, fused when possible.
+
+    Parameters
+    ----------
+    x, w, bias, geometry
+        As for :func:`conv2d`.
+    multiplier : (K,) float64
+        Per output channel, finite.
+    params : (3,) int64
+        ``[mode, lo, hi]``: rounding constant and clipping bounds, with
+        ``-2**15 <= lo <= hi < 2**15``.
+
+    Returns
+    -------
+    out : (N, K, OH, OW) int16
+        ``clip(round_float(float64(acc) * multiplier[k], mode), lo, hi)`` where
+        ``acc = conv2d(x, w, bias, geometry)``.
+    minmax : (2,) int64
+        ``[acc.min(), acc.max()]`` (``[0, 0]`` when empty), so a caller can
+        apply an accumulator-width policy and recompute unfused if needed.
+
+    Notes
+    -----
+    On the implicit-GEMM path (see :func:`conv2d`) the requantization is the
+    epilogue of each block, so the int64 accumulators are never stored.
+    Otherwise computed as ``conv2d`` then ``requant_float``. Same single
+    float64 product and rounding as ``requant_float``: bit-identical.
+    """
+    n_batch, _, h, wd = x.shape
+    k_out = w.shape[0]
+    kh_size, kw_size = w.shape[2], w.shape[3]
+    oh_size = output_extent(h, kh_size, geometry[0], geometry[2], geometry[4], geometry[6])
+    ow_size = output_extent(wd, kw_size, geometry[1], geometry[3], geometry[5], geometry[7])
+    minmax = np.zeros(2, np.int64)
+    if _fast_ok(x, w, geometry) and w.shape[1] == 1 and k_out == geometry[8]:  # depthwise
+        xpad, w32, geo = _depthwise_setup(x, w, geometry)
+        blocks = np.empty((n_batch * k_out, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
+        depthwise_requant_run(xpad, w32, geo, bias.astype(np.int64), multiplier, params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out, minmax
+    if _fast_ok(x, w, geometry) and _use_rowconv(x, w, geometry, ow_size):
+        wq, xq, xtaps, geo = rowconv_setup(x, w, geometry, ow_size)
+        blocks = np.empty((n_batch, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
+        rowconv_requant_run(wq, xq, xtaps, geo, bias.astype(np.int64), multiplier, params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out, minmax
+    if _fast_ok(x, w, geometry):
+        xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
+        nblocks = (geo[0] + BLOCK - 1) // BLOCK
+        blocks = np.empty((nblocks, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
+        igemm_requant_run(xbuf, geo, taps, kp, bp, bias.astype(np.int64), multiplier,
+                          params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out.reshape((n_batch, k_out, oh_size, ow_size)), minmax
+    acc = conv2d(x, w, bias, geometry)
+    out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
+    if acc.size:
+        minmax[0] = acc.min()
+        minmax[1] = acc.max()
+        requant_float(acc.reshape((n_batch, k_out, oh_size * ow_size)), multiplier, params[0],
+                      params[1:], out)
+    return out.reshape((n_batch, k_out, oh_size, ow_size)), minmax
+
+
+@numba.njit(cache=True)
+def _conv2d_direct(x, w, bias, geometry):
+    """Direct loops with an int64 accumulator (the general path of :func:`conv2d`)."""
     n_batch, _, h, wd = x.shape
     k_out, c_per_group, kh_size, kw_size = w.shape
     sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3]
@@ -99,3 +290,16 @@ def conv2d_ref(x, w, bias, geometry):
                      kw * dw: kw * dw + sw * (ow - 1) + 1: sw]
             out += np.einsum("ngchw,gkc->ngkhw", tap, wg[..., kh, kw])
     return out.reshape(n_batch, k_out, oh, ow) + bias.astype(np.int64)[:, None, None]
+
+
+def conv2d_requant_ref(x, w, bias, geometry, multiplier, params):
+    """NumPy twin of :func:`conv2d_requant`: ``conv2d_ref`` then ``requant_float_ref``."""
+    acc = conv2d_ref(x, w, bias, geometry)
+    out = np.empty(acc.shape, np.int16)
+    if acc.size:
+        requant_float_ref(acc.reshape(acc.shape[0], acc.shape[1], -1), multiplier,
+                          int(params[0]), params[1:], out.reshape(acc.shape[0], acc.shape[1], -1))
+        minmax = np.array([acc.min(), acc.max()], np.int64)
+    else:
+        minmax = np.zeros(2, np.int64)
+    return out, minmax

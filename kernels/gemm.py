@@ -3,6 +3,8 @@
 import numba
 import numpy as np
 
+from .igemm import SLACK, igemm_run, int32_exact, max_abs, pack_gemm_weights
+
 
 @numba.njit(cache=True)
 def gemm(a, b, bias):
@@ -20,13 +22,29 @@ def gemm(a, b, bias):
 
     Notes
     -----
-    Accumulator: int64, products widened to int64 first; exact while the true
-    sums fit in int64 (otherwise wraps modulo 2**64, like the twin). No
-    rounding. Loop order i, k, j so the inner loop streams rows of ``b`` and
-    ``out`` contiguously.
+    Fast path (:mod:`kernels.igemm`): when the actual operand bounds prove
+    it exact (``max|a| * max|b| * K <= 2**31 - 1``, both maxima
+    ``<= 32767``), int16 operands with int32 accumulation in register-blocked
+    ``vpmaddwd`` micro-kernels, ``prange`` over 96-row blocks; int64 bias
+    added afterwards. Otherwise an i, k, j loop with an int64 accumulator,
+    products widened to int64 first; exact while the true sums fit in int64
+    (otherwise wraps modulo 2**64, like the twin). No rounding.
     """
     m_size, k_size = a.shape
     n_size = b.shape[1]
+    if (m_size > 0 and n_size > 0 and k_size > 0
+            and int32_exact(max_abs(a), max_abs(b), k_size)):
+        xbuf = np.zeros(m_size * k_size + SLACK, np.int16)
+        flat = np.ascontiguousarray(a).ravel()
+        for i in range(flat.size):
+            xbuf[i] = flat[i]
+        pw = 8 if n_size <= 8 else 16
+        kp = (k_size + 1) // 2
+        bp = pack_gemm_weights(b, pw, kp)
+        geo = np.array([m_size, 1, 1, k_size, 0, 0, 1, 0, n_size, pw, 0], np.int64)
+        out = np.empty((m_size, n_size, 1), np.int64)
+        igemm_run(xbuf, geo, np.zeros(1, np.int64), kp, bp, bias.astype(np.int64), out)
+        return out.reshape((m_size, n_size))
     out = np.empty((m_size, n_size), np.int64)
     for i in range(m_size):
         for j in range(n_size):

@@ -76,14 +76,61 @@ def maxpool2d(x, geometry):
     in-bounds position (invalid geometry) yields the dtype minimum.
     """
     oh_size, ow_size = _pooled_hw(x.shape[2], x.shape[3], geometry)
+    h, w = x.shape[2], x.shape[3]
     out = np.empty((x.shape[0], x.shape[1], oh_size, ow_size), x.dtype)
     lowest = np.iinfo(x.dtype).min
+    kh_size, kw_size, sh, sw = geometry[0], geometry[1], geometry[2], geometry[3]
+    pt, pl, dh, dw = geometry[4], geometry[5], geometry[8], geometry[9]
+    inside = (pt == 0 and pl == 0 and (oh_size - 1) * sh + (kh_size - 1) * dh < h
+              and (ow_size - 1) * sw + (kw_size - 1) * dw < w)
+    if not inside and min(pt, pl, geometry[6], geometry[7]) >= 0 and oh_size > 0 and ow_size > 0:
+        # Pad with the dtype minimum (padding never wins), then every window is in bounds.
+        hp, wp = h + pt + geometry[6], w + pl + geometry[7]
+        xp = np.full((x.shape[0], x.shape[1], hp, wp), lowest, x.dtype)
+        xp[:, :, pt:pt + h, pl:pl + w] = x
+        x = xp
+        pt, pl = 0, 0
+        inside = True
+    if inside:  # every window in bounds (no padding): one pass per tap along output rows
+        usw = np.uint64(sw)
+        for n in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                plane = x[n, c]
+                oplane = out[n, c]
+                for oh in range(oh_size):
+                    orow = oplane[oh]
+                    orow[:] = lowest
+                    for kh in range(kh_size):
+                        ih = np.uint64(oh * sh + kh * dh)
+                        for kw in range(kw_size):  # unsigned indices: no wrap-around test
+                            base = np.uint64(kw * dw)
+                            if sw == 1:
+                                for ow in range(ow_size):
+                                    orow[ow] = max(orow[ow], plane[ih, base + np.uint64(ow)])
+                            else:
+                                for ow in range(ow_size):
+                                    orow[ow] = max(orow[ow], plane[ih, base + np.uint64(ow) * usw])
+        return out
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
+            plane = x[n, c]
+            oplane = out[n, c]
             for oh in range(oh_size):
+                ih0 = oh * sh - pt
+                orow = oplane[oh]
                 for ow in range(ow_size):
-                    value, count = _reduce_window(x[n, c], oh, ow, geometry, True)
-                    out[n, c, oh, ow] = value if count > 0 else lowest
+                    iw0 = ow * sw - pl
+                    best = lowest  # padding never wins; an empty window keeps the minimum
+                    for kh in range(kh_size):
+                        ih = ih0 + kh * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        prow = plane[ih]
+                        for kw in range(kw_size):
+                            iw = iw0 + kw * dw
+                            if 0 <= iw < w:
+                                best = max(best, prow[iw])
+                    orow[ow] = best
     return out
 
 

@@ -64,7 +64,7 @@ def requant_float(acc, multiplier, mode, bounds, out):
 
     Parameters
     ----------
-    acc : (N, C, S) int64, C-contiguous
+    acc : (N, C, S) int64 (or float64: the input quantizer), C-contiguous
     multiplier : (C,) float64, finite
     mode : int
         Rounding constant from :mod:`kernels.rounding` (applied with
@@ -87,6 +87,17 @@ def requant_float(acc, multiplier, mode, bounds, out):
     """
     lo, hi = bounds[0], bounds[1]
     n_size, c_size, s_size = acc.shape
+    if -(2 ** 53) <= lo and hi <= 2 ** 53:  # bounds exact in float64: clamp, then convert
+        flo, fhi = np.float64(lo), np.float64(hi)
+        for n in range(n_size):
+            for c in range(c_size):
+                m = multiplier[c]
+                row = acc[n, c]
+                orow = out[n, c]
+                for s in range(s_size):  # loop-variable indices: vectorised per mode
+                    r = round_float(np.float64(row[s]) * m, mode)
+                    orow[s] = np.int64(min(max(r, flo), fhi))
+        return out
     for n in range(n_size):
         for c in range(c_size):
             m = multiplier[c]

@@ -140,25 +140,28 @@ def round_float(y, mode):
 
     Notes
     -----
-    Works on ``a = |y|``: ``f = a - floor(a)`` is exact (Sterbenz), whereas
-    ``y - floor(y)`` is not for y in (-1/2, 0) (e.g. -0.49999999999999994
-    would look like a tie). The floor and fraction of ``y`` are then derived
-    from those of ``a``. ``floor(|y| + 0.5)`` is wrong and is not used.
+    half_even is ``rint`` and floor is ``floor`` (both exact). The two other
+    modes work on ``a = |y|``: ``f = a - floor(a)`` is exact (Sterbenz),
+    whereas ``y - floor(y)`` is not for y in (-1/2, 0) (e.g.
+    -0.49999999999999994 would look like a tie); the magnitude is rounded up
+    when ``f > 1/2`` or on a tie going away from zero (half_away) or toward
+    +inf (half_up, i.e. ``y >= 0``), then the sign is restored.
+    ``floor(|y| + 0.5)`` is wrong and is not used. Branch-free per mode, so
+    loops calling it vectorise once the mode is hoisted.
     """
+    if mode == HALF_EVEN:
+        return np.rint(y) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if mode == FLOOR:
+        return np.floor(y) + 0.0
     a = abs(y)
     r = np.floor(a)
     f = a - r
-    cmp = -1 if f < 0.5 else (1 if f > 0.5 else 0)
-    if y >= 0.0:
-        q = r
-    elif f == 0.0:
-        q = -r
-        cmp = -1
-    else:
-        q = -r - 1.0
-        cmp = -cmp  # fraction above floor(y) is 1 - f
-    odd = (q - 2.0 * np.floor(q * 0.5)) != 0.0
-    return _resolve(q, cmp, odd, mode) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if mode == HALF_AWAY:
+        up = f >= 0.5
+    else:  # HALF_UP
+        up = (f > 0.5) | ((f == 0.5) & (y >= 0.0))
+    mag = r + (1.0 if up else 0.0)
+    return (-mag if y < 0.0 else mag) + 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -231,15 +234,20 @@ def round_float_ref(y, mode):
         out = np.rint(y)
     elif mode == FLOOR:
         out = np.floor(y)
-    else:
+    elif mode == HALF_AWAY:
+        # trunc(y) and d = y - trunc(y) are exact (same sign, Sterbenz for |y| >= 1);
+        # |d| >= 1/2 (exact tie test) moves one step away from zero.
+        out = np.trunc(y)
+        d = y - out
+        out += d >= 0.5
+        out -= d <= -0.5
+    elif mode == HALF_UP:  # ties go up for y >= 0, toward zero for y < 0
         a = np.abs(y)
         r = np.floor(a)
         f = a - r
-        if mode == HALF_AWAY:
-            mag = r + (f >= 0.5)
-        elif mode == HALF_UP:  # ties go up for y >= 0, toward zero for y < 0
-            mag = r + np.where(y >= 0, f >= 0.5, f > 0.5)
-        else:
-            raise ValueError(f"unknown rounding mode {mode}")
+        mag = r + np.where(y >= 0, f >= 0.5, f > 0.5)
         out = np.where(y < 0, -mag, mag)
-    return out + 0.0
+    else:
+        raise ValueError(f"unknown rounding mode {mode}")
+    out += 0.0
+    return out

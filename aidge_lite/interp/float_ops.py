@@ -39,8 +39,11 @@ def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
     oh, ow = out_hw
     kg = k // group
     dtype = np.result_type(x, w)
-    wg = w.reshape(group, kg, cg * kh * kw).transpose(0, 2, 1).astype(dtype)  # (g, cg*kh*kw, kg)
-    per_image = max(group * oh * ow * cg * kh * kw * dtype.itemsize, 1)
+    compute = np.dtype(np.float32) if _exact_in_float32(x, w, cg * kh * kw) else dtype
+    wg = w.reshape(group, kg, cg * kh * kw).transpose(0, 2, 1).astype(compute)  # (g, cg*kh*kw, kg)
+    if compute != dtype:
+        x = x.astype(compute)
+    per_image = max(group * oh * ow * cg * kh * kw * compute.itemsize, 1)
     chunk = max(1, (32 << 20) // per_image)
     y = np.empty((n, k, oh, ow), dtype)
     for start in range(0, n, chunk):
@@ -54,6 +57,25 @@ def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
     if b is not None:
         y += b.reshape(1, k, 1, 1).astype(dtype)
     return y
+
+
+def _exact_in_float32(x, w, kdim) -> bool:
+    """True when a float32 GEMM gives exactly the float64 result of this integer-valued conv.
+
+    Holds for float64 operands that are all integers with
+    ``max|x| * max|w| * kdim < 2**24``: every product and every partial sum
+    (in any summation order, BLAS's included) is then an integer of
+    magnitude < 2**24, exactly representable in float32, so no rounding ever
+    happens and the result equals the exact sum, as float64 computes it.
+    The fake-quant engine's convolutions (8-bit integers) qualify.
+    """
+    if x.dtype != np.float64 or w.dtype != np.float64 or x.size == 0 or w.size == 0:
+        return False
+    ax = max(float(x.max()), -float(x.min()))
+    aw = max(float(w.max()), -float(w.min()))
+    if not ax * aw * kdim < 2.0 ** 24:  # also False for NaN
+        return False
+    return bool(np.array_equal(np.rint(w), w) and np.array_equal(np.rint(x), x))
 
 
 def _padded_hw(x, pads):

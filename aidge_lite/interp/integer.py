@@ -5,6 +5,13 @@ integer dtypes their quantizers declare (int8/uint8/int16/uint16),
 accumulators in int64 brought to the target's width by `AccumulatorPolicy`,
 and all arithmetic runs in the Numba kernels of `kernels`. Every operand is
 checked here before a kernel sees it: Numba does no bounds checking.
+
+Speed: a Conv whose only consumer is a float-mode QUANTIZER to int8/uint8/
+int16 runs as `kernels.conv2d_requant` (the requantization is the epilogue
+of each tile; the int64 accumulators are never stored), unless the caller asks
+for intermediates. The kernel returns the accumulators' min/max: if the
+accumulator policy would change any value, the Conv is recomputed unfused,
+so the result is always the unfused one. Thread count: `kernels.set_threads`.
 """
 from __future__ import annotations
 
@@ -13,12 +20,11 @@ import numpy as np
 import kernels
 
 from ..errors import ExecutionError, InputError, UnsupportedOperatorError
-from ..ir import OpType
+from ..ir import Node, OpType
 from . import reference as ref_ops
 from .base import Interpreter
 from .geometry import window_geometry
-from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target, quantizer_args
-from .quant_ops import _requant_float_exact
+from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target, per_channel, quantizer_args
 
 op = OpType
 
@@ -27,8 +33,16 @@ class IntegerInterpreter(Interpreter):
     def __init__(self, target=None):
         self.target = target
 
+    def run(self, graph, feeds, *, intermediates: bool = False):
+        # Fusing Conv -> Quantizer hides the int64 accumulator: only when nobody asks for it.
+        self.fuse = not intermediates
+        return super().run(graph, feeds, intermediates=intermediates)
+
     def begin(self, graph):
         super().begin(graph)
+        self.fused: dict[str, np.ndarray] = {}  # quantizer name -> its output, computed by a fused conv
+        if not hasattr(self, "fuse"):
+            self.fuse = False
         if not graph.meta.get("integer"):
             raise InputError(
                 f"graph '{graph.name}' is not an integer graph: engine='integer' needs the output "
@@ -61,18 +75,55 @@ def _constant(self, node):
     return node.attrs["value"]
 
 
+_NARROW = frozenset(np.dtype(t) for t in ("int8", "uint8", "int16", "uint16"))
+_FUSED = np.empty(0, np.int64)  # stands for a conv output consumed by its fused quantizer
+_FUSABLE_DTYPES = frozenset({"int8", "uint8", "int16"})
+
+
+def _fusable_quantizer(self, node):
+    """The float-mode QUANTIZER that alone consumes `node`'s accumulator, if it can be fused."""
+    if not self.fuse or node.name in self.graph.outputs:
+        return None
+    consumers = self.graph.consumers(node.name)
+    if len(consumers) != 1:
+        return None
+    q = consumers[0]
+    q = q if isinstance(q, Node) else self.graph.node(q)
+    if (q.op is not op.QUANTIZER or q.inputs != [node.name]
+            or q.attrs.get("mode", "float") != "float"
+            or str(np.dtype(q.attrs["dtype"])) not in _FUSABLE_DTYPES):
+        return None
+    return q
+
+
+def _within_accumulator(policy, minmax):
+    """True when the accumulator policy leaves values in [min, max] unchanged."""
+    if policy.bits >= 64:
+        return True
+    limit = 1 << (policy.bits - 1)
+    return int(minmax[1]) < limit and int(minmax[0]) >= -limit
+
+
 @reg(op.QUANTIZER)
 def _quantizer(self, node, x):
+    fused = self.fused.pop(node.name, None)
+    if fused is not None:
+        return fused
     out_dtype = np.dtype(node.attrs["dtype"])
     if x.dtype.kind == "f":  # input quantizer: float64 product, same formula as the reference
-        view, (multiplier,), mode, bounds = quantizer_args(node, x)
-        out = np.empty(view.shape, np.float64)
-        _requant_float_exact(view, multiplier, mode, bounds, out)
-        return out.astype(out_dtype).reshape(x.shape)
+        view, (multiplier,), mode, bounds = quantizer_args(node, np.ascontiguousarray(x, np.float64))
+        out = np.empty(view.shape, out_dtype)
+        kernels.requant_float(view, multiplier, mode, bounds, out)
+        return out.reshape(x.shape)
     _require_int(node, x)
-    view, params, mode, bounds = quantizer_args(node, np.ascontiguousarray(x, dtype=np.int64))
+    float_mode = node.attrs.get("mode", "float") == "float"
+    # An int8/16 activation (a Concat join) goes in as is: float64(x) is the same number, and
+    # no int64 copy is made. Accumulators and everything else: int64 (a small set of signatures).
+    keep = float_mode and x.dtype in _NARROW
+    view, params, mode, bounds = quantizer_args(
+        node, np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.int64))
     out = np.empty(view.shape, out_dtype)
-    if node.attrs.get("mode", "float") == "float":
+    if float_mode:
         kernels.requant_float(view, params[0], mode, bounds, out)
     else:
         kernels.requant_int(view, params[0], params[1], mode, bounds, out)
@@ -93,7 +144,17 @@ def _conv(self, node, x, w, b):
     if min(out_hw) <= 0:
         raise ExecutionError(f"node '{node.name}' (Conv): empty output {out_hw} for input {x.shape}")
     geometry = np.array([*strides, pads[0], pads[1], pads[2], pads[3], *dilations, group], np.int64)
-    return kernels.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), b, geometry)
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    q = _fusable_quantizer(self, node)
+    if q is not None:  # Conv -> Quantizer in one pass: requantize each tile as it is computed
+        multiplier = per_channel(q.attrs["scale"], w.shape[0], np.float64)
+        params = np.array([kernels.ROUNDING_NAMES[q.attrs["rounding"]], q.attrs["lo"], q.attrs["hi"]],
+                          np.int64)
+        y, minmax = kernels.conv2d_requant(x, w, b, geometry, multiplier, params)
+        if _within_accumulator(self.policy, minmax):  # else: the policy acts, recompute unfused
+            self.fused[q.name] = y.astype(np.dtype(q.attrs["dtype"]), copy=False)
+            return _FUSED
+    return kernels.conv2d(x, w, b, geometry)
 
 
 @reg(op.GEMM)

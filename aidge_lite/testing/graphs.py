@@ -11,7 +11,8 @@ versions, for end-to-end tests of the PTQ and of the two quantized engines.
     residual Add (conv + skip, or two conv branches), Concat of 2-3 conv
     branches on axis 1, zero Pad of H and W, Flatten + Gemm (``transB`` 0 or 1) and, on vectors,
     Gemm / Relu / residual Add. Weights are random normal with occasional
-    all-zero output channels (and, rarely, an all-zero tensor).
+    all-zero or nearly dead (x 1e-5) output channels and, rarely, an all-zero
+    tensor.
 
 ``targets()``
     A random :class:`aidge_lite.Target` with a non-raising overflow rule.
@@ -40,7 +41,7 @@ from ..target import ROUNDINGS, RESCALES, Target
 __all__ = [
     "FloatGraphCase", "QuantizedGraphCase", "float_graphs", "targets", "quantizable_graphs",
     "nb_bits_values", "ptq_options", "window_overlaps_input", "DEFAULT_RESCALES",
-    "EngineRun", "run_engines", "first_mismatch",
+    "EngineRun", "run_engines", "first_mismatch", "assert_bit_exact",
 ]
 
 #: Rescale modes drawn by default (the brief's integer targets).
@@ -139,8 +140,18 @@ class _Builder:
         draw = self.draw
         scale = draw(st.sampled_from((0.05, 0.3, 1.0, 3.0)))
         w = self.rng.normal(0.0, scale, shape)
+        dead = None
+        if shape[0] >= 3 and draw(st.integers(0, 9)) == 0:
+            # a nearly dead output channel (trained nets have them), at most one, and never
+            # leaving no normal channel: a nearly dead *layer* trips a known PTQ bug
+            # (fixed-point shift > 62, see
+            # tests/interp/test_random_graphs.py::test_fixed_point_tiny_multiplier_is_encodable)
+            dead = draw(st.integers(0, shape[0] - 1))
+            w[dead] *= 1e-5
         if draw(st.integers(0, 3)) == 0:  # an all-zero output channel
-            w[draw(st.integers(0, shape[0] - 1))] = 0.0
+            zero = draw(st.integers(0, shape[0] - 1))
+            if zero != dead:
+                w[zero] = 0.0
         if draw(st.integers(0, 24)) == 0:  # all-zero weights
             w[...] = 0.0
         return w
@@ -396,20 +407,29 @@ def quantizable_graphs(draw, max_blocks: int = 5, rescales=DEFAULT_RESCALES,
 
 @dataclass
 class EngineRun:
-    """Outputs (or every tensor) of both engines, and the interpreters used."""
+    """Outputs (or every tensor) of both engines, and the interpreters used.
+
+    With ``intermediates`` the integer engine cannot fuse Conv -> Quantizer (the
+    accumulator must be visible), so `run_engines` also runs it once more without
+    intermediates: `integer_outputs` / `integer_outputs_interp` are that production
+    path (graph outputs only).
+    """
 
     reference: dict
     integer: dict
     reference_interp: object
     integer_interp: object
     warnings: list
+    integer_outputs: dict | None = None
+    integer_outputs_interp: object = None
 
 
 def run_engines(graph: Graph, x, *, target: Target | None = None,
                 intermediates: bool = False) -> EngineRun:
     """Run `graph` on `x` with the fake-quant reference and the integer engine.
 
-    Accumulator-overflow warnings are recorded (not shown) in `.warnings`.
+    Accumulator-overflow warnings of the first two runs are recorded (not shown)
+    in `.warnings`; those of the extra production-path run are ignored.
     """
     import warnings
 
@@ -424,7 +444,31 @@ def run_engines(graph: Graph, x, *, target: Target | None = None,
         ref = ref_interp.run(graph, x, intermediates=intermediates)
         out = int_interp.run(graph, x, intermediates=intermediates)
     overflow_warnings = [w for w in caught if issubclass(w.category, AccumulatorOverflowWarning)]
-    return EngineRun(ref, out, ref_interp, int_interp, overflow_warnings)
+    run = EngineRun(ref, out, ref_interp, int_interp, overflow_warnings)
+    if intermediates:
+        run.integer_outputs_interp = IntegerInterpreter(target=target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AccumulatorOverflowWarning)
+            run.integer_outputs = run.integer_outputs_interp.run(graph, x)
+    else:
+        run.integer_outputs, run.integer_outputs_interp = out, int_interp
+    return run
+
+
+def assert_bit_exact(graph: Graph, run: EngineRun) -> None:
+    """Every tensor and every output equal in both engines (and on the integer
+    engine's production path), and the same overflow counts."""
+    mismatch = first_mismatch(graph, run)
+    assert mismatch is None, f"first mismatching tensor (name, elements, total): {mismatch}"
+    for name in graph.outputs:
+        expected = run.reference[name]
+        np.testing.assert_array_equal(np.asarray(run.integer[name]).astype(np.float64), expected,
+                                      err_msg=name)
+        np.testing.assert_array_equal(np.asarray(run.integer_outputs[name]).astype(np.float64),
+                                      expected, err_msg=f"{name} (production path)")
+    overflows = run.integer_interp.policy.overflows
+    assert run.reference_interp.policy.overflows == overflows
+    assert run.integer_outputs_interp.policy.overflows == overflows
 
 
 def first_mismatch(graph: Graph, run: EngineRun):
