@@ -53,21 +53,18 @@ def conv2d(x, w, bias, geometry):
 
     Notes
     -----
-    Fast path, when the dtype bounds or the actual operand bounds prove it
-    exact (``max|x| * max|w| * C/group * KH * KW <= 2**31 - 1``, both maxima
-    ``<= 32767``; see :mod:`kernels.igemm`): int16 copies of the operands
-    (one compiled path for every dtype), int32 accumulation, int64 bias added
-    afterwards, ``prange`` over pixel blocks / images / planes. Kernels: an
-    implicit GEMM with register-blocked ``vpmaddwd`` micro-kernels
-    (:mod:`kernels.igemm`), output pixels as SIMD lanes for convs with
-    C <= 4 (:mod:`kernels.rowconv`), or a kernel vectorised along output
-    rows for depthwise convs. Otherwise: direct loops with an int64
+    Fast path (:mod:`kernels.igemm`): when the actual operand bounds prove
+    it exact (``max|x| * max|w| * C/group * KH * KW <= 2**31 - 1``, both
+    maxima ``<= 32767``), an implicit GEMM on int16 operands with int32
+    accumulation (register-blocked ``vpmaddwd`` micro-kernels, ``prange``
+    over pixel blocks), or a kernel vectorised along output rows for depthwise convs;
+    int64 bias added afterwards. Otherwise: direct loops with an int64
     accumulator, every product widened to int64 first; exact while the true
     sum fits in int64 (otherwise wraps modulo 2**64, like the twin).
     No rounding. Shapes are validated by the caller.
     """
-    if _fast_ok(x, w, geometry):  # one compiled fast path for every operand dtype: int16 copies
-        return _conv2d_int16(x.astype(np.int16), w.astype(np.int16), bias.astype(np.int64), geometry)
+    if _fast_ok(x, w, geometry):
+        return _conv2d_int16(x, w, bias, geometry)
     return _conv2d_direct(x, w, bias, geometry)
 
 
@@ -141,7 +138,7 @@ def _depthwise_setup(x, w, geometry):
 
 @numba.njit(cache=True)
 def _conv2d_int16(x, w, bias, geometry):
-    """The exact int16/int32 path of :func:`conv2d` (int16 operands, bounds checked by the caller)."""
+    """The exact int16/int32 path of :func:`conv2d` (bounds checked by the caller)."""
     n_batch, c_in, h, wd = x.shape
     k_out, cg, kh_size, kw_size = w.shape
     sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3]
@@ -204,10 +201,33 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
     kh_size, kw_size = w.shape[2], w.shape[3]
     oh_size = output_extent(h, kh_size, geometry[0], geometry[2], geometry[4], geometry[6])
     ow_size = output_extent(wd, kw_size, geometry[1], geometry[3], geometry[5], geometry[7])
-    if _fast_ok(x, w, geometry):  # one compiled fast path for every operand dtype: int16 copies
-        return _conv2d_requant_int16(x.astype(np.int16), w.astype(np.int16), bias.astype(np.int64),
-                                     geometry, multiplier, params, oh_size, ow_size)
     minmax = np.zeros(2, np.int64)
+    if _fast_ok(x, w, geometry) and w.shape[1] == 1 and k_out == geometry[8]:  # depthwise
+        xpad, w32, geo = _depthwise_setup(x, w, geometry)
+        blocks = np.empty((n_batch * k_out, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
+        depthwise_requant_run(xpad, w32, geo, bias.astype(np.int64), multiplier, params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out, minmax
+    if _fast_ok(x, w, geometry) and _use_rowconv(x, w, geometry, ow_size):
+        wq, xq, xtaps, geo = rowconv_setup(x, w, geometry, ow_size)
+        blocks = np.empty((n_batch, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
+        rowconv_requant_run(wq, xq, xtaps, geo, bias.astype(np.int64), multiplier, params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out, minmax
+    if _fast_ok(x, w, geometry):
+        xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
+        nblocks = (geo[0] + BLOCK - 1) // BLOCK
+        blocks = np.empty((nblocks, 2), np.int64)
+        out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
+        igemm_requant_run(xbuf, geo, taps, kp, bp, bias.astype(np.int64), multiplier,
+                          params, out, blocks)
+        minmax[0] = blocks[:, 0].min()
+        minmax[1] = blocks[:, 1].max()
+        return out.reshape((n_batch, k_out, oh_size, ow_size)), minmax
     acc = conv2d(x, w, bias, geometry)
     out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
     if acc.size:
@@ -270,32 +290,6 @@ def conv2d_ref(x, w, bias, geometry):
                      kw * dw: kw * dw + sw * (ow - 1) + 1: sw]
             out += np.einsum("ngchw,gkc->ngkhw", tap, wg[..., kh, kw])
     return out.reshape(n_batch, k_out, oh, ow) + bias.astype(np.int64)[:, None, None]
-
-
-@numba.njit(cache=True)
-def _conv2d_requant_int16(x, w, bias, geometry, multiplier, params, oh_size, ow_size):
-    """The fused fast paths of :func:`conv2d_requant` (int16 operands, int64 bias)."""
-    n_batch, k_out = x.shape[0], w.shape[0]
-    minmax = np.zeros(2, np.int64)
-    if w.shape[1] == 1 and k_out == geometry[8]:  # depthwise
-        xpad, w32, geo = _depthwise_setup(x, w, geometry)
-        blocks = np.empty((n_batch * k_out, 2), np.int64)
-        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
-        depthwise_requant_run(xpad, w32, geo, bias, multiplier, params, out, blocks)
-    elif _use_rowconv(x, w, geometry, ow_size):
-        wq, xq, xtaps, geo = rowconv_setup(x, w, geometry, ow_size)
-        blocks = np.empty((n_batch, 2), np.int64)
-        out = np.empty((n_batch, k_out, oh_size, ow_size), np.int16)
-        rowconv_requant_run(wq, xq, xtaps, geo, bias, multiplier, params, out, blocks)
-    else:
-        xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
-        blocks = np.empty(((geo[0] + BLOCK - 1) // BLOCK, 2), np.int64)
-        out3 = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
-        igemm_requant_run(xbuf, geo, taps, kp, bp, bias, multiplier, params, out3, blocks)
-        out = out3.reshape((n_batch, k_out, oh_size, ow_size))
-    minmax[0] = blocks[:, 0].min()
-    minmax[1] = blocks[:, 1].max()
-    return out, minmax
 
 
 def conv2d_requant_ref(x, w, bias, geometry, multiplier, params):

@@ -35,8 +35,16 @@ def gemm(a, b, bias):
     if (m_size > 0 and n_size > 0 and k_size > 0
             and int32_exact(max_abs(a), max_abs(b), k_size)):
         xbuf = np.zeros(m_size * k_size + SLACK, np.int16)
-        xbuf[:m_size * k_size] = np.ascontiguousarray(a).ravel()
-        return _gemm_int16(xbuf, b.astype(np.int16), bias.astype(np.int64), m_size)
+        flat = np.ascontiguousarray(a).ravel()
+        for i in range(flat.size):
+            xbuf[i] = flat[i]
+        pw = 8 if n_size <= 8 else 16
+        kp = (k_size + 1) // 2
+        bp = pack_gemm_weights(b, pw, kp)
+        geo = np.array([m_size, 1, 1, k_size, 0, 0, 1, 0, n_size, pw, 0], np.int64)
+        out = np.empty((m_size, n_size, 1), np.int64)
+        igemm_run(xbuf, geo, np.zeros(1, np.int64), kp, bp, bias.astype(np.int64), out)
+        return out.reshape((m_size, n_size))
     out = np.empty((m_size, n_size), np.int64)
     for i in range(m_size):
         for j in range(n_size):
@@ -46,19 +54,6 @@ def gemm(a, b, bias):
             for j in range(n_size):
                 out[i, j] += aik * np.int64(b[k, j])
     return out
-
-
-@numba.njit(cache=True)
-def _gemm_int16(xbuf, b, bias, m_size):
-    """The exact int16/int32 path of :func:`gemm` (one compiled version for every dtype)."""
-    k_size, n_size = b.shape
-    pw = 8 if n_size <= 8 else 16
-    kp = (k_size + 1) // 2
-    bp = pack_gemm_weights(b, pw, kp)
-    geo = np.array([m_size, 1, 1, k_size, 0, 0, 1, 0, n_size, pw, 0], np.int64)
-    out = np.empty((m_size, n_size, 1), np.int64)
-    igemm_run(xbuf, geo, np.zeros(1, np.int64), kp, bp, bias, out)
-    return out.reshape((m_size, n_size))
 
 
 def gemm_ref(a, b, bias):

@@ -20,7 +20,6 @@ from kernels.requant import quantize_multiplier
 from ..errors import QuantizationError
 
 MAX_DOUBLE_SHIFT_A = 8
-MAX_SHIFT = 62
 
 
 def power_of_two(scale: float, mode: str = "nearest") -> int:
@@ -55,14 +54,12 @@ def encode_rescale(scale, mode: str) -> dict:
         pairs = [double_shift(float(s)) for s in scales]
     else:
         raise QuantizationError(f"unknown rescale mode '{mode}'")
-    # A multiplier below 2^-62 maps every int32 accumulator to 0: encode it as 0.
-    pairs = [(m, s) if s <= MAX_SHIFT else (0, 0) for m, s in pairs]
     return int_rescale([m for m, _ in pairs], [s for _, s in pairs])
 
 
 def int_rescale(multipliers, shifts) -> dict:
     shifts = np.asarray(shifts, dtype=np.int64)
-    if shifts.min() < -31 or shifts.max() > MAX_SHIFT:
+    if shifts.min() < -31 or shifts.max() > 62:
         raise QuantizationError(f"rescale shift out of range -31..62: {shifts.min()}..{shifts.max()}")
     return {"mode": "int", "multiplier": np.asarray(multipliers, dtype=np.int64), "shift": shifts}
 

@@ -151,11 +151,13 @@ def nearly_dead_layers() -> Graph:
     return g
 
 
-@pytest.mark.xfail(strict=True, raises=aidge_lite.errors.AccumulatorOverflowError, reason=(
-    "OPEN: a whole layer of nearly dead weights (max|W| ~1e-12) is normalised by that tiny max, so "
-    "its bias grows past int32 and both engines report AccumulatorOverflowError on fc2 (a clear "
-    "error, but the float rescale path quantizes it). The tiny fixed-point multiplier itself is now "
-    "encoded as 0 (ptq/rescale.py)."))
+@pytest.mark.xfail(strict=True, raises=aidge_lite.errors.QuantizationError, reason=(
+    "BUG: Target(rescale='fixed_point') cannot encode a small rescale: ptq/rescale.int_rescale "
+    "raises QuantizationError 'rescale shift out of range -31..62: 67..67' for a multiplier "
+    "~2^-36 (Q31 shift = 31 + 36), although the float rescale quantizes the same graph and such "
+    "a multiplier is encodable (a smaller M with shift 62, or M = 0: |acc * m| < 1/2 for any "
+    "int32 accumulator). Same root cause as lenet per_channel + fixed_point "
+    "(test_bit_exact_zoo.py::test_lenet_per_channel_fixed_point_quantizes_and_is_bit_exact)"))
 def test_fixed_point_tiny_multiplier_is_encodable():
     rng = np.random.default_rng(1)
     calib = rng.normal(size=(8, 8)).astype(np.float32)

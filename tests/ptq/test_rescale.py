@@ -161,11 +161,3 @@ def test_rescale_modes_accuracy_8bit(name):
     assert acc["fixed_point"] >= acc["float"] - 0.005
     if name == "mnist8":
         assert acc["double_shift"] >= acc["float"] - 0.005
-
-
-def test_fixed_point_multiplier_below_2_pow_minus_62_encodes_as_zero():
-    from aidge_lite.ptq.rescale import encode_rescale
-
-    enc = encode_rescale(np.array([2.0 ** -70, 0.5]), "fixed_point")
-    assert enc["multiplier"][0] == 0 and enc["shift"][0] == 0
-    assert enc["shift"][1] <= 62
