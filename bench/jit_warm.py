@@ -126,12 +126,13 @@ def main(argv=None) -> None:
         cold = run_child(graph_path, image_path, str(cold_cache))
         first = run_child(graph_path, image_path, args.cache_dir)
         warm = [run_child(graph_path, image_path, args.cache_dir) for _ in range(WARM_RUNS)]
+    cache_label = "cache " + args.cache_dir if args.cache_dir else "normal cache"
     keys = ("import", "import_cpu", "load", "first", "first_cpu", "import+first",
             "import+first_cpu", "second", "process")
     median = {k: statistics.median(r[k] for r in warm) for k in keys}
     rows = [
         ["cold: empty Numba cache (every signature compiles)", *(fmt(cold[k]) for k in keys)],
-        ["cold-ish: first process, normal cache", *(fmt(first[k]) for k in keys)],
+        [f"cold-ish: first process, {cache_label}", *(fmt(first[k]) for k in keys)],
         *[[f"warm run {i + 1}", *(fmt(r[k]) for k in keys)] for i, r in enumerate(warm)],
         [f"**warm: median of {WARM_RUNS}**", *(f"**{fmt(median[k])}**" for k in keys)],
     ]
@@ -151,8 +152,9 @@ root) that times, in-process with `time.perf_counter`: `import aidge_lite`, load
 graph and one test image, the first integer-engine inference of that single image
 (`aidge_lite.run(..., engine="integer")`, Numba kernels loaded from the cache or compiled),
 and a second inference for comparison. All times in seconds: wall time, and "(CPU)" the
-child's CPU time (`time.process_time`) for the same step, which the load of other processes
-on the machine inflates much less. "Whole process" is the parent's wall time for the
+child's CPU time (`time.process_time`, all its threads: Numba's parallel kernels start a
+second worker thread, so CPU can exceed wall) for the same step, which the load of other
+processes on the machine inflates much less than wall time. "Whole process" is the parent's wall time for the
 subprocess (interpreter start-up and exit included).
 
 - *cold*: `NUMBA_CACHE_DIR` = a new empty temporary directory: every kernel signature
@@ -169,7 +171,7 @@ subprocess (interpreter start-up and exit included).
 Target: `import aidge_lite` + first integer inference < {TARGET_SECONDS:.0f} s with a warm
 cache: **{verdict}** in wall time (median {median['import+first']:.3f} s = import
 {median['import']:.3f} s + first inference {median['first']:.3f} s); **{cpu_verdict}** in CPU
-time (median {median['import+first_cpu']:.3f} s = {median['import_cpu']:.3f} s +
+time, all threads (median {median['import+first_cpu']:.3f} s = {median['import_cpu']:.3f} s +
 {median['first_cpu']:.3f} s). Load average when the run started: {load} on
 {info.get('cores', '?')}: wall times are inflated accordingly. Without the cache (cold row)
 the first inference costs {cold['first']:.1f} s wall ({cold['first_cpu']:.1f} s CPU) of
