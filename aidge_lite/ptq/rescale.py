@@ -57,11 +57,28 @@ def encode_rescale(scale, mode: str) -> dict:
     return int_rescale([m for m, _ in pairs], [s for _, s in pairs])
 
 
+MAX_SHIFT = 62
+
+
 def int_rescale(multipliers, shifts) -> dict:
-    shifts = np.asarray(shifts, dtype=np.int64)
-    if shifts.min() < -31 or shifts.max() > 62:
-        raise QuantizationError(f"rescale shift out of range -31..62: {shifts.min()}..{shifts.max()}")
-    return {"mode": "int", "multiplier": np.asarray(multipliers, dtype=np.int64), "shift": shifts}
+    """The integer rescale attrs; a shift beyond 62 (a multiplier below ~2^-31) is
+    brought back to 62 by dividing the multiplier by the excess power of two, rounded
+    half away from zero (it may become 0: the layer's output then always rounds to 0)."""
+    multipliers = np.asarray(multipliers, dtype=np.int64).copy()
+    shifts = np.asarray(shifts, dtype=np.int64).copy()
+    if shifts.min() < -31:
+        raise QuantizationError(f"rescale multiplier too large: shift {shifts.min()} < -31")
+    excess = np.maximum(shifts - MAX_SHIFT, 0)
+    for i in np.flatnonzero(excess):
+        multipliers[i] = _shift_right_rounded(int(multipliers[i]), int(excess[i]))
+        shifts[i] = MAX_SHIFT
+    return {"mode": "int", "multiplier": multipliers, "shift": shifts}
+
+
+def _shift_right_rounded(value: int, bits: int) -> int:
+    """round(value / 2^bits), half away from zero, in Python ints (exact)."""
+    magnitude = (abs(value) + (1 << (bits - 1))) >> bits
+    return magnitude if value >= 0 else -magnitude
 
 
 def effective_multiplier(attrs: dict):

@@ -361,11 +361,9 @@ def _float_batch(rng, n, shape, kind, scale):
 def ptq_options(draw, target: Target, per_channel_rescales=RESCALES):
     """Random extra options of `quantize_network` (per_channel, optimize_signs,
     single_shift, cle). `per_channel` is only drawn when the target's rescale
-    mode is in `per_channel_rescales` and `single_shift` is off (lets a test
-    steer around a known problem)."""
+    mode is in `per_channel_rescales` (lets a test steer around a known problem)."""
     single_shift = draw(st.integers(0, 3)) == 0
-    per_channel = (target.rescale in per_channel_rescales and not single_shift
-                   and draw(st.booleans()))
+    per_channel = target.rescale in per_channel_rescales and draw(st.booleans())
     return dict(per_channel=per_channel, optimize_signs=draw(st.booleans()),
                 single_shift=single_shift, cle=draw(st.integers(0, 3)) == 0)
 

@@ -98,11 +98,21 @@ def test_encode_float_and_unknown():
         Target(rescale="triple_shift")
 
 
-@pytest.mark.parametrize("shift", [-32, 63])
-def test_int_rescale_shift_range(shift):
-    with pytest.raises(QuantizationError, match="shift out of range"):
-        int_rescale([1], [shift])
+def test_int_rescale_refuses_a_multiplier_beyond_2_pow_31():
+    with pytest.raises(QuantizationError, match="too large"):
+        int_rescale([1], [-32])
     assert int_rescale([1, 3], [-31, 62])["mode"] == "int"
+
+
+@pytest.mark.parametrize("multiplier, shift, expected", [
+    (1 << 30, 67, 1 << 25),          # exact
+    (3, 63, 2), (-3, 63, -2),        # 1.5 -> 2, half away from zero
+    (5, 64, 1), ((1 << 30) + 1, 100, 0), (1, 67, 0),
+])
+def test_int_rescale_folds_a_shift_beyond_62_into_the_multiplier(multiplier, shift, expected):
+    attrs = int_rescale([multiplier], [shift])
+    assert attrs["shift"].tolist() == [62]
+    assert attrs["multiplier"].tolist() == [expected]
 
 
 # ------------------------------------------------------- Target on mnist-8
