@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 # Test workers (pytest-xdist). Most of a cold run is Numba compiling kernel
-# signatures once; two workers compile different signatures side by side and
-# share them through the on-disk cache.
+# signatures; two workers compile side by side, each in its own Numba cache
+# (.numba_cache/gwN, see tests/conftest.py: a shared cache is not safe).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf build dist out *.egg-info .pytest_cache .hypothesis
+	rm -rf build dist out *.egg-info .pytest_cache .hypothesis .numba_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -path ./$(VENV) -prune -o \( -name '*.nbi' -o -name '*.nbc' \) -type f -exec rm -f {} +
 

@@ -2,11 +2,27 @@
 from . import errors
 from .interp import run
 from .ir import Graph, Node, OpType, verify
-from .onnx_io import load_onnx
-from .ptq import dequantize, quantize_network
 from .serialize import load, save
 from .target import Target
 
 __version__ = "0.1.0"
 __all__ = ["Graph", "Node", "OpType", "verify", "load_onnx", "run", "errors", "quantize_network",
            "dequantize", "Target", "save", "load"]
+
+# Imported on first use: onnx and the PTQ passes cost ~0.1 s of start-up that a
+# process running an already quantized graph (an integer golden run) never needs.
+_LAZY = {"load_onnx": ".onnx_io", "quantize_network": ".ptq", "dequantize": ".ptq"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aidge_lite' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,8 +1,10 @@
-"""`aidge-lite`: inspect, evaluate and quantize models from the command line.
+"""`aidge-lite`: inspect, evaluate, quantize and export models from the command line.
 
     aidge-lite info MODEL
-    aidge-lite eval MODEL [--data mnist|digits] [--engine reference|integer]
-    aidge-lite quantize MODEL [--data mnist|digits] --bits N [options] -o OUT
+    aidge-lite show MODEL [--dot FILE]
+    aidge-lite eval MODEL [--data mnist|digits|FILE.npz] [--engine reference|integer]
+    aidge-lite quantize MODEL [--data mnist|digits|FILE.npz] --bits N [options] -o OUT
+    aidge-lite export QGRAPH.npz -o model.onnx
 
 MODEL is an ONNX file, a saved graph (``.npz``, see `aidge_lite.serialize`)
 or a zoo model name (``mnist8``, ``lenet``, ...; see `models.zoo`). ``--data``
@@ -11,15 +13,31 @@ calibration images, test = the 4,000 test images; digits: calibration = the
 train split, test = the test split. ``--limit N`` evaluates on N test images
 spread evenly over the split (the MNIST split is sorted by class).
 
-Errors (bad arguments, missing or damaged files, unsupported options) print
-one line on stderr and exit with status 2.
+``--data FILE.npz``: array ``x`` (required; float or integer, N x the model's
+input shape, finite), optional ``y`` (integer labels, length N) and, for
+quantize, optional ``calib_x`` (calibration samples; default ``x``). Without
+``y`` there is nothing to score: ``eval`` prints a summary of the outputs
+(shape, min / mean / max, how often each class is the argmax) instead of an
+accuracy, and ``quantize`` reports n/a accuracies but still the bit-exact check
+and the per-layer SQNR.
+
+``quantize -o OUT`` writes OUT/model.npz, report.json, report.md and, with
+matplotlib, sqnr.png and histograms.png (see `aidge_lite.report`,
+`aidge_lite.plots`). ``export`` writes an ONNX QDQ model of an integer graph
+(`aidge_lite.export_onnx.export_qdq`) with a symbolic batch dimension.
+
+Errors (bad arguments, missing or damaged files, bad data, unsupported
+options) print one line on stderr and exit with status 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +52,16 @@ class UsageError(Exception):
     """Bad command-line arguments."""
 
 
+class DataError(UsageError):
+    """A --data file that cannot be used (missing array, wrong shape, NaN, ...)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump; main() reports it
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-# ------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------- models
 def zoo_name(spec: str) -> str | None:
     """The zoo model `spec` names, if it is not an existing path."""
     if Path(spec).exists():
@@ -73,6 +95,28 @@ def load_model(spec: str):
                             f"(zoo: {', '.join(zoo.NAMES)})")
 
 
+def graph_kind(graph) -> str:
+    """'float', 'no_quant' (scales only) or 'integer'."""
+    if not graph.meta.get("quantized"):
+        return "float"
+    return "integer" if graph.meta.get("integer") else "no_quant"
+
+
+# --------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Data:
+    """Samples for eval / quantize; `test_y` None for an unlabelled file."""
+
+    name: str            # "mnist", "digits" or the .npz path
+    calib_x: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray | None
+    from_file: bool = False
+
+    def describe(self, n: int) -> str:
+        return f"{n} samples of {self.name}" if self.from_file else f"{n} {self.name} test images"
+
+
 def resolve_dataset(data: str | None, zoo_model: str | None) -> str:
     if data is not None:
         return data
@@ -80,7 +124,7 @@ def resolve_dataset(data: str | None, zoo_model: str | None) -> str:
         from models import zoo
 
         return zoo.dataset(zoo_model)
-    raise UsageError("--data is required for a model that is not in the zoo (mnist or digits)")
+    raise UsageError("--data is required for a model that is not in the zoo (mnist, digits or a .npz file)")
 
 
 def dataset_for(spec: str, data: str | None) -> str:
@@ -93,26 +137,82 @@ def dataset_for(spec: str, data: str | None) -> str:
     return resolve_dataset(None, name)
 
 
-def load_data(name: str):
-    """(calib_x, test_x, test_y) of data set `name` (arrays as the data set gives them)."""
-    from models import datasets
+def load_data(spec: str) -> Data:
+    """A built-in data set by name, or a .npz file (validated, see the module docstring)."""
+    if spec in DATASETS:
+        from models import datasets
 
-    if name == "mnist":
-        split = datasets.mnist()
-    elif name == "digits":
-        split = datasets.digits()
-    else:
-        raise UsageError(f"unknown data set '{name}' (choose from {', '.join(DATASETS)})")
-    return split.calib_x, split.test_x, split.test_y
-
-
-def subset(n: int, limit: int | None) -> np.ndarray:
-    """`limit` indices spread evenly over range(n) (all of them when limit is None)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+        split = datasets.mnist() if spec == "mnist" else datasets.digits()
+        return Data(spec, split.calib_x, split.test_x, split.test_y)
+    path = Path(spec)
+    if path.suffix.lower() == ".npz" or path.exists():
+        return load_npz_data(path)
+    raise UsageError(f"--data '{spec}': not a data set ({', '.join(DATASETS)}) nor a .npz file")
 
 
+def load_npz_data(path: Path) -> Data:
+    where = f"data file {path}"
+    if not path.is_file():
+        raise DataError(f"{where}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{where}: not an .npz (zip) archive")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # BadZipFile, zlib.error, ValueError (pickled object), ...
+        raise DataError(f"{where}: unreadable .npz ({type(exc).__name__}: {exc})") from None
+    if "x" not in arrays:
+        raise DataError(f"{where}: no array 'x' (found: {', '.join(sorted(arrays)) or 'nothing'})")
+    x = _checked_samples(arrays["x"], f"{where}: 'x'")
+    calib_x = _checked_samples(arrays["calib_x"], f"{where}: 'calib_x'") if "calib_x" in arrays else x
+    y = _checked_labels(arrays["y"], len(x), f"{where}: 'y'") if "y" in arrays else None
+    return Data(str(path), calib_x, x, y, from_file=True)
+
+
+def _checked_samples(x: np.ndarray, what: str) -> np.ndarray:
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{what} has dtype {x.dtype}: expected float or integer samples")
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{what} has shape {x.shape}: expected N x (the model's input shape), N >= 1")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise DataError(f"{what} holds {int(np.count_nonzero(~np.isfinite(x)))} NaN/Inf value(s)")
+    return x
+
+
+def _checked_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{what} has dtype {y.dtype}: expected integer class labels")
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{what} has shape {y.shape}: expected ({n},), one label per sample of 'x'")
+    return y
+
+
+def check_data_fits(graph, data: Data) -> None:
+    """The samples have the rank and shape the model's single input declares."""
+    from aidge_lite.errors import InputError
+    from aidge_lite.interp.base import check_input
+
+    if len(graph.inputs) != 1:
+        raise UsageError(f"model '{graph.name}' has {len(graph.inputs)} inputs: --data feeds one-input models")
+    node = graph.node(graph.inputs[0])
+    parts = {"x": data.test_x} if data.calib_x is data.test_x else {"calib_x": data.calib_x, "x": data.test_x}
+    for label, x in parts.items():
+        try:
+            check_input(node, x)
+        except InputError as exc:
+            what = f"'{label}' of {data.name}" if data.from_file else f"data set '{data.name}'"
+            raise DataError(f"{what} does not fit model '{graph.name}': {exc}") from None
+
+
+def _load_inputs(args):
+    """(graph, zoo name, data) for eval / quantize; the data is checked against the model."""
+    data = load_data(dataset_for(args.model, args.data))  # before the (slower) model load
+    graph, zoo_model = load_model(args.model)
+    check_data_fits(graph, data)
+    return graph, zoo_model, data
+
+
+# --------------------------------------------------------------- formatting
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -124,6 +224,94 @@ def table(headers, rows) -> str:
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in cells[1:]])
+
+
+def _compact(value) -> str:
+    """An attribute value in a few characters: lists joined by commas, floats short."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+_HIDDEN_ATTRS = frozenset({"value", "weight_scale", "scale", "multiplier", "shift"})  # shown elsewhere
+
+
+def key_attrs(node) -> str:
+    """The attributes worth a glance: a quantizer's role, type, clip range and rounding."""
+    from aidge_lite.ir import OpType
+
+    a = node.attrs
+    if node.op is OpType.QUANTIZER:
+        return f"{a.get('role')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], {a.get('rounding')}"
+    if node.op is OpType.SCALING:
+        return f"{a.get('role')}, {'signed' if node.meta.get('signed', True) else 'unsigned'}"
+    if node.op is OpType.CONSTANT:
+        return f"{tuple(np.shape(a['value']))} {np.asarray(a['value']).dtype}"
+    return " ".join(f"{k}={_compact(v)}" for k, v in a.items()
+                    if k not in _HIDDEN_ATTRS and np.size(v) <= 8)
+
+
+def scale_of(node) -> str:
+    """A rescaling node's scale (or multiplier / 2^shift), an affine node's weight scale."""
+    from aidge_lite.ir import AFFINE, OpType
+    from aidge_lite.report import rescale_summary, rescale_text
+
+    if node.op in (OpType.QUANTIZER, OpType.SCALING):
+        return rescale_text(rescale_summary(node.attrs))
+    if node.op in AFFINE and "weight_scale" in node.attrs:
+        return "weights x " + rescale_text(rescale_summary({"scale": node.attrs["weight_scale"]}))
+    return ""
+
+
+# --------------------------------------------------------------------- dot
+def _dot_str(text: str) -> str:
+    """A quoted DOT string; newlines become DOT's \\n line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+_DOT_STYLE = {  # op value -> node attributes
+    "Quantizer": 'style=filled, fillcolor="#fde9a9"',
+    "Scaling": 'style=filled, fillcolor="#e3e3ff"',
+    "Constant": 'shape=note, fontsize=8, color="#999999"',
+    "Input": "shape=ellipse",
+}
+
+
+def _dot_label(node) -> str:
+    from aidge_lite.ir import OpType
+
+    lines = [node.name, node.op.value]
+    if node.op is OpType.INPUT:
+        lines[1] += f" {_compact(node.attrs.get('shape'))} {node.attrs.get('dtype')}"
+    elif node.op in (OpType.QUANTIZER, OpType.SCALING, OpType.CONSTANT):
+        lines.append(key_attrs(node))
+    scale = scale_of(node)
+    if scale:
+        lines.append(scale if scale.startswith("weights") else f"scale {scale}")
+    return "\n".join(lines)
+
+
+def to_dot(graph) -> str:
+    """Graphviz text: one node per tensor (quantizers annotated), one edge per producer -> consumer."""
+    lines = [f"digraph {_dot_str(graph.name)} {{", "  rankdir=TB;",
+             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+    nodes = graph.topo_order()
+    for node in nodes:
+        style = _DOT_STYLE.get(node.op.value)
+        lines.append(f"  {_dot_str(node.name)} [label={_dot_str(_dot_label(node))}{', ' + style if style else ''}];")
+    for node in nodes:
+        operands: dict[str, list[int]] = {}
+        for index, source in enumerate(node.inputs):
+            operands.setdefault(source, []).append(index)
+        # operand order matters where several activations meet (Concat, Sub): label those edges
+        joins = sum(not graph.is_constant(source) for source in operands) > 1
+        for source, indices in operands.items():
+            label = f" [label={_dot_str(','.join(map(str, indices)))}]" if joins else ""
+            lines.append(f"  {_dot_str(source)} -> {_dot_str(node.name)}{label};")
+    return "\n".join(lines + ["}"]) + "\n"
 
 
 # ----------------------------------------------------------------- commands
@@ -145,16 +333,7 @@ def cmd_info(args) -> int:
     constants = [n for n in nodes if n.op is OpType.CONSTANT]
     params = sum(int(np.size(n.attrs["value"])) for n in constants)
     nbytes = sum(int(np.asarray(n.attrs["value"]).nbytes) for n in constants)
-    label = f" (zoo model '{zoo_model}')" if zoo_model else ""
-    print(f"Model: {graph.name}{label}")
-    meta = graph.meta
-    if meta.get("quantized"):
-        opts = meta.get("options", {})
-        kind = "integer" if meta.get("integer") else "no_quant (scales only)"
-        print(f"Quantized: {meta.get('nb_bits')} bits, {kind}, options {json.dumps(opts)}, "
-              f"target {json.dumps(meta.get('target'))}")
-    else:
-        print("Quantized: no (float graph)")
+    _print_model_header(graph, zoo_model)
     for name in graph.inputs:
         node = graph.node(name)
         shape = ["N" if i == 0 or d is None else d for i, d in enumerate(node.attrs["shape"])]
@@ -179,19 +358,84 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from aidge_lite.evaluate import accuracy
+def _print_model_header(graph, zoo_model) -> None:
+    label = f" (zoo model '{zoo_model}')" if zoo_model else ""
+    print(f"Model: {graph.name}{label}")
+    meta = graph.meta
+    if meta.get("quantized"):
+        kind = "integer" if meta.get("integer") else "no_quant (scales only)"
+        print(f"Quantized: {meta.get('nb_bits')} bits, {kind}, options {json.dumps(meta.get('options', {}))}, "
+              f"target {json.dumps(meta.get('target'))}")
+    else:
+        print("Quantized: no (float graph)")
 
-    data = dataset_for(args.model, args.data)  # before the (slower) model load
-    graph, _ = load_model(args.model)
-    _, test_x, test_y = load_data(data)
-    idx = subset(len(test_x), args.limit)
-    acc = accuracy(graph, test_x[idx], test_y[idx], engine=args.engine, batch_size=args.batch_size,
-                   progress=args.progress)
-    kind = "quantized" if graph.meta.get("quantized") else "float"
-    print(f"{kind} accuracy ({args.engine} engine) of {graph.name} on {len(idx)} {data} test images: "
-          f"{_pct(acc)}")
+
+def cmd_show(args) -> int:
+    from aidge_lite.ir import OpType
+
+    graph, zoo_model = load_model(args.model)
+    _print_model_header(graph, zoo_model)
+    nodes = [n for n in graph.topo_order() if n.op is not OpType.CONSTANT]
+    constants = len(graph) - len(nodes)
+    print(f"Outputs: {', '.join(graph.outputs)}; {len(nodes)} nodes and {constants} constants "
+          "(weights, biases: see `aidge-lite info`)")
+    print()
+    rows = [[n.name, n.op.value, ", ".join(n.inputs), key_attrs(n), scale_of(n)] for n in nodes]
+    print(table(["node", "op", "inputs", "attributes", "scale"], rows))
+    if args.dot:
+        path = Path(args.dot)
+        if path.is_dir():
+            raise UsageError(f"--dot {path}: is a directory, not a file")
+        path.write_text(to_dot(graph))
+        print(f"\nwrote {path} (Graphviz: `dot -Tsvg {path} -o graph.svg`)")
     return 0
+
+
+def _outputs_summary(scores: np.ndarray) -> list[str]:
+    """Shape, value range and argmax counts of a batch of outputs (for unlabelled data)."""
+    flat = scores.reshape(len(scores), -1)
+    classes = Counter(np.argmax(flat, axis=1).tolist())
+    spread_text = ", ".join(f"{c}: {classes[c]}" for c in sorted(classes))
+    return [f"output shape {scores.shape}, min {flat.min():.6g}, mean {flat.mean():.6g}, max {flat.max():.6g}",
+            f"predicted class (argmax) counts: {spread_text}"]
+
+
+def cmd_eval(args) -> int:
+    from aidge_lite.evaluate import accuracy, predict
+    from aidge_lite.report import spread
+
+    graph, _, data = _load_inputs(args)
+    idx = spread(len(data.test_x), args.limit)
+    x = data.test_x[idx]
+    kw = dict(engine=args.engine, batch_size=args.batch_size, progress=_progress(args))
+    kind = "quantized" if graph.meta.get("quantized") else "float"
+    where = f"({args.engine} engine) of {graph.name} on {data.describe(len(idx))}"
+    if data.test_y is None:
+        print(f"{kind} outputs {where} (no labels 'y': no accuracy)")
+        print("\n".join(_outputs_summary(predict(graph, x, **kw))))
+        return 0
+    print(f"{kind} accuracy {where}: {_pct(accuracy(graph, x, data.test_y[idx], **kw))}")
+    return 0
+
+
+def _calibration_stream(x: np.ndarray, batch_size: int, progress: bool):
+    """A callable returning float32 batches of `x` (re-readable: clipping reads it twice)."""
+    def stream():
+        chunks = (x[i:i + batch_size].astype(np.float32) for i in range(0, len(x), batch_size))
+        if not progress:
+            return chunks
+        from tqdm import tqdm
+
+        return tqdm(chunks, total=math.ceil(len(x) / batch_size), desc="calibration pass",
+                    unit="batch", leave=False)
+    return stream
+
+
+def _output_dir(text: str) -> Path:
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a directory")
+    return out
 
 
 def cmd_quantize(args) -> int:
@@ -200,55 +444,102 @@ def cmd_quantize(args) -> int:
     from aidge_lite import serialize
     from aidge_lite.target import PROFILES
 
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out}: exists and is not a directory")
-    data = dataset_for(args.model, args.data)
-    graph, _ = load_model(args.model)
+    out = _output_dir(args.output)
+    graph, _, data = _load_inputs(args)
     if graph.meta.get("quantized"):
         raise UsageError(f"{args.model}: already quantized; quantize a float model (.onnx or zoo name)")
-    calib_x, test_x, test_y = load_data(data)
-    calib_x = calib_x[subset(len(calib_x), args.calib_limit)]
-    idx = subset(len(test_x), args.limit)
-    test_x, test_y = test_x[idx], test_y[idx]
-    calibration = lambda: (calib_x[i:i + args.batch_size].astype(np.float32)  # noqa: E731
-                           for i in range(0, len(calib_x), args.batch_size))
+    progress = _progress(args)
+    calib_x = data.calib_x[rep.spread(len(data.calib_x), args.calib_limit)]
+    idx = rep.spread(len(data.test_x), args.limit)
+    test_x = data.test_x[idx]
+    test_y = None if data.test_y is None else data.test_y[idx]
     qgraph = aidge_lite.quantize_network(
-        graph, calibration, nb_bits=args.bits, no_quant=args.no_quant, clipping=args.clipping,
-        cle=args.cle, optimize_signs=args.signs, single_shift=args.single_shift,
-        per_channel=args.per_channel, target=PROFILES[args.target], batch_size=args.batch_size,
+        graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
+        no_quant=args.no_quant, clipping=args.clipping, cle=args.cle, optimize_signs=args.signs,
+        single_shift=args.single_shift, per_channel=args.per_channel, target=PROFILES[args.target],
+        batch_size=args.batch_size,
     )
-    report = rep.quantization_report(graph, qgraph, calib_x, test_x, test_y,
-                                     batch_size=args.batch_size, progress=args.progress)
-    report["model_spec"] = args.model
-    report["data"] = data
-    report["target_profile"] = args.target
+    report = rep.quantization_report(graph, qgraph, calib_x, test_x, test_y, batch_size=args.batch_size,
+                                     progress=progress, sqnr_samples=args.sqnr_samples)
+    report.update(model_spec=args.model, data=data.name, target_profile=args.target)
     out.mkdir(parents=True, exist_ok=True)
-    serialize.save(qgraph, out / "model.npz")
-    rep.write_json(report, out / "report.json")
-    rep.write_markdown(report, out / "report.md")
+    written = [serialize.save(qgraph, out / "model.npz"), rep.write_json(report, out / "report.json")]
+    images = {} if args.no_plots else _write_plots(report, out)
+    written.append(rep.write_markdown(report, out / "report.md", images=images))
+    _print_quantize_summary(graph, args, report, calib_x, data.describe(len(test_x)), out)
+    print(f"wrote {', '.join(str(p) for p in written + [out / f for f in images.values()])}")
+    return 0
+
+
+def _write_plots(report: dict, out: Path) -> dict[str, str]:
+    from aidge_lite import plots
+
+    return plots.write_plots(report, out)
+
+
+def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path) -> None:
+    from aidge_lite.report import sqnr_text, worst_first
+
     acc, exact = report["accuracy"], report["bit_exact"]
     exact_text = "n/a (no_quant)" if exact is None else (
         f"{'yes' if exact['exact'] else 'NO'} ({exact['mismatches']} / {exact['elements']} elements differ)")
-    print(f"{graph.name}: {args.bits} bits, {len(calib_x)} calibration / {len(test_x)} {data} test images, "
-          f"target '{args.target}'")
+    print(f"{graph.name}: {args.bits} bits, {len(calib_x)} calibration / {tested}, target '{args.target}'")
     print(table(["float", "fake-quant", "integer", "bit-exact (integer == fake-quant)"],
                 [[_pct(acc["float"]), _pct(acc["fake_quant"]), _pct(acc["integer"]), exact_text]]))
     clipped = sum(l["clipped"] for l in report["layers"])
     print(f"values clipped on the calibration set: {clipped:,} (per layer in {out / 'report.md'})")
-    print(f"wrote {out / 'model.npz'}, {out / 'report.json'}, {out / 'report.md'}")
+    measured = [l for l in worst_first(report["layers"]) if l.get("sqnr_db") is not None]
+    if measured:
+        worst = measured[0]
+        print(f"worst layer SQNR: {sqnr_text(worst)} dB at '{worst['name']}' ({worst['role']})")
+
+
+def cmd_export(args) -> int:
+    from aidge_lite.export_onnx import OPSET, export_qdq
+
+    graph, _ = load_model(args.qgraph)
+    kind = graph_kind(graph)
+    if kind == "float":
+        raise UsageError(f"{args.qgraph} is a float graph: quantize it first "
+                         f"(`{PROG} quantize {args.qgraph} --bits 8 -o OUT`), then export OUT/model.npz")
+    if kind == "no_quant":
+        raise UsageError(f"{args.qgraph} is a no_quant graph (scales only, no integers): "
+                         "quantize without --no-quant to export it")
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a directory; give the .onnx file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = export_qdq(graph, out, batch_dim=args.batch_dim or None)
+    ops = Counter(n.op_type for n in model.graph.node)
+    factors = graph.meta.get("output_scale", {})
+    print(f"wrote {out}: ONNX QDQ opset {OPSET}, {len(model.graph.node)} nodes "
+          f"({ops['QuantizeLinear']} QuantizeLinear, {ops['DequantizeLinear']} DequantizeLinear)")
+    for name in graph.outputs:
+        print(f"output '{name}': float values; integers of our engine = round(value * {factors.get(name)})")
     return 0
 
 
 # ------------------------------------------------------------------ parsing
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _integer_at_least(minimum: int, kind: str):
+    """An argparse type: an int >= `minimum`, else a one-line error naming `kind`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
+        return value
+    return parse
+
+
+_positive = _integer_at_least(1, "positive")
+_non_negative = _integer_at_least(0, "non-negative")
+
+
+def _progress(args) -> bool:
+    """--progress / --no-progress, else progress bars only on a terminal."""
+    return sys.stderr.isatty() if args.progress is None else args.progress
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,22 +552,29 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, *, data=True):
         p.add_argument("model", metavar="MODEL", help="ONNX file, saved graph (.npz) or zoo model name")
         if data:
-            p.add_argument("--data", choices=DATASETS, help="data set (default: the zoo model's)")
+            p.add_argument("--data", metavar="mnist|digits|FILE.npz",
+                           help="data set or .npz file with x [, y, calib_x] (default: the zoo model's)")
             p.add_argument("--limit", type=_positive, metavar="N",
-                           help="evaluate on N test images spread over the test split")
+                           help="evaluate on N test samples spread over the test split")
             p.add_argument("--batch-size", type=_positive, default=500, metavar="B")
-            p.add_argument("--progress", action="store_true", help="show progress bars")
+            p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                           help="progress bars (default: when stderr is a terminal)")
 
     p = sub.add_parser("info", help="ops, parameters, tensor shapes")
     common(p, data=False)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("eval", help="top-1 accuracy on the test split")
+    p = sub.add_parser("show", help="node table (attributes, scales); --dot writes Graphviz")
+    common(p, data=False)
+    p.add_argument("--dot", metavar="FILE", help="write the graph as Graphviz text, scales annotated")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("eval", help="top-1 accuracy on the test split (outputs summary without labels)")
     common(p)
     p.add_argument("--engine", choices=("reference", "integer"), default="reference")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("quantize", help="quantize, then report accuracy and bit-exactness")
+    p = sub.add_parser("quantize", help="quantize, then report accuracy, bit-exactness, per-layer SQNR")
     common(p)
     p.add_argument("--bits", type=int, required=True, metavar="N", help="bit width (2..16)")
     p.add_argument("--no-quant", action="store_true", help="keep the scales, skip rounding/clipping")
@@ -287,10 +585,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
     p.add_argument("--target", choices=tuple(PROFILES), default="default", help="integer target profile")
     p.add_argument("--calib-limit", type=_positive, metavar="N",
-                   help="calibrate on N images spread over the calibration split")
+                   help="calibrate on N samples spread over the calibration split")
+    p.add_argument("--sqnr-samples", type=_non_negative, default=256, metavar="N",
+                   help="calibration samples for the per-layer SQNR and histograms (0: skip; default 256)")
+    p.add_argument("--no-plots", action="store_true", help="skip sqnr.png and histograms.png")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output directory (model.npz, report.json, report.md)")
+                   help="output directory (model.npz, report.json, report.md, PNG plots)")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("export", help="ONNX QDQ model of a quantized graph (onnxruntime runs it)")
+    p.add_argument("qgraph", metavar="QGRAPH", help="quantized graph (.npz written by `quantize`)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
+    p.add_argument("--batch-dim", default="N", metavar="NAME",
+                   help="symbolic batch dimension of inputs/outputs (default N; '' keeps the declared one)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Quantization report: accuracies, bit-exactness and per-layer clipping.
+"""Quantization report: accuracies, bit-exactness, per-layer clipping and SQNR.
 
 `quantization_report(float_graph, qgraph, calib_x, test_x, test_y)` returns a
 JSON-able dict:
@@ -6,18 +6,40 @@ JSON-able dict:
 - ``model``, ``options`` (the `quantize_network` options), ``target``, ``nb_bits``;
 - ``samples``: calibration / test sample counts;
 - ``accuracy``: ``float``, ``fake_quant`` (reference engine) and ``integer``
-  (integer engine; None unless ``qgraph.meta["integer"]``);
+  (integer engine; None unless ``qgraph.meta["integer"]``); all None when
+  ``test_y`` is None (unlabelled data);
 - ``bit_exact``: elements compared and mismatching between the two engines on
   the test set (None for a ``no_quant`` graph);
 - ``layers``: one entry per QUANTIZER / SCALING node in graph order: role,
-  scale (scalar, or min/max over channels), calibrated range
-  (``meta["range"]``), clip (``meta["clip"]``), signed, clip bounds lo/hi, and
+  scale (scalar, or min/max over channels; multiplier and shift for
+  fixed-point quantizers), calibrated range (``meta["range"]``) and clip
+  (``meta["clip"]``) in the PTQ's normalised units, signed, clip bounds lo/hi,
   how many values the quantizer clipped on the calibration set (below lo and
   above hi), joins ("join"/"residual") included. For a ``no_quant`` graph
   (SCALING nodes, nothing is clipped) the count is of values that *would*
-  leave the n-bit range.
+  leave the n-bit range. Plus the SQNR fields below;
+- ``sqnr``: how the SQNR was measured (samples); ``histograms``: per layer,
+  a histogram of the float tensor the quantizer reads (for `aidge_lite.plots`).
 
-`write_markdown(report, path)` writes a short human-readable summary.
+SQNR (`layer_sqnr`). A quantizer's output q stands for a float tensor t of the
+float network with q ~ F_t * t (F_t from `ptq.quantize.output_scales`). The
+float network is the float graph after `prepare` (and CLE when the graph was
+equalised): both keep the network's function but fuse bias Adds / BatchNorms
+into the affine node's name and rescale channels, so that is the graph whose
+tensor names and values the quantized graph's nodes share. The quantizer reads
+tensor `inputs[0]` (through other quantizers); the output quantizer, renamed
+by `finalize`, carries the output's own name. An unsigned quantizer (lo = 0)
+does a following ReLU's work, so it is compared with max(t, 0). Then
+SQNR = 10 log10(sum t^2 / sum (t - q / F_t)^2) in dB, over at most
+``sqnr_samples`` calibration samples spread evenly over the set; it includes
+the error accumulated upstream. None with ``sqnr_note`` "exact" when the error is zero,
+or the reason when the tensor has no float counterpart. ``float_range`` is
+max |t| on those samples and ``float_clip`` = hi / F_t (``float_clip_low`` =
+lo / F_t), the quantizer's real clipping threshold in float units (after any
+alignment at joins).
+
+`write_markdown(report, path)` writes a short human-readable summary, layers
+worst SQNR first.
 """
 from __future__ import annotations
 
@@ -31,16 +53,33 @@ import kernels
 
 from .errors import InputError
 from .evaluate import DEFAULT_BATCH, accuracy, as_float_input, batches, compare_engines, top1
+from .interp import run
 from .interp.quant_common import quantizer_args
 from .interp.reference import ReferenceInterpreter
 from .ir import Graph, OpType
 from .ir.node import META_RANGE, META_SIGNED
 
-__all__ = ["quantization_report", "write_markdown", "write_json", "ClipCounter", "count_clipped"]
+__all__ = ["quantization_report", "write_markdown", "write_json", "markdown", "ClipCounter",
+           "count_clipped", "layer_sqnr", "float_reference", "float_counterparts",
+           "quantizer_factors", "rescale_summary", "rescale_text", "spread", "SQNR_SAMPLES"]
 
 _INT64 = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max], dtype=np.int64)
+RESCALERS = (OpType.QUANTIZER, OpType.SCALING)
+SQNR_SAMPLES = 256  # default bound on the samples the SQNR and the histograms use
+HIST_BINS = 64
 
 
+def spread(n: int, limit: int | None) -> np.ndarray:
+    """`limit` indices spread evenly over range(n) (all of them when limit is None).
+
+    Evenly spread rather than the first ones: the MNIST splits are sorted by class.
+    """
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+# ------------------------------------------------------------------ clipping
 class ClipCounter(ReferenceInterpreter):
     """Reference (fake-quant) interpreter counting the values each quantizer clips.
 
@@ -83,6 +122,14 @@ def _nominal_bounds(graph, node) -> tuple[int, int]:
     return clip_bounds(int(graph.meta.get("nb_bits", 8)), bool(node.meta.get(META_SIGNED, True)))
 
 
+def _bounds(qgraph, node) -> tuple[int | None, int | None, bool | None]:
+    """(lo, hi, signed) of a rescaling node: its clip, or the n-bit range it stands for."""
+    if node.op is OpType.QUANTIZER:
+        return node.attrs.get("lo"), node.attrs.get("hi"), node.attrs.get("signed")
+    lo, hi = _nominal_bounds(qgraph, node) if qgraph.meta.get("quantized") else (None, None)
+    return lo, hi, node.meta.get(META_SIGNED)
+
+
 def count_clipped(qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH) -> dict[str, list[int]]:
     """Per QUANTIZER/SCALING node: [below lo, above hi, elements] on the samples `x`."""
     counter = ClipCounter()
@@ -92,6 +139,135 @@ def count_clipped(qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH) -> dict[
     return counter.counts
 
 
+# ---------------------------------------------------------------------- SQNR
+def float_reference(float_graph: Graph, qgraph: Graph) -> Graph:
+    """The float network whose tensors the quantized graph's nodes stand for.
+
+    A copy of `float_graph` through `prepare` and, when `qgraph` was equalised,
+    `cross_layer_equalization`, with the options `qgraph` was quantized with.
+    """
+    from .ptq import run_pipeline
+    from .ptq.config import PTQConfig
+    from .ptq.cross_layer_equalization import cross_layer_equalization
+    from .ptq.prepare import prepare
+
+    opts = qgraph.meta.get("options", {})
+    cfg = PTQConfig(nb_bits=int(qgraph.meta.get("nb_bits", opts.get("nb_bits", 8))),
+                    cle=bool(opts.get("cle")), per_channel=bool(opts.get("per_channel")),
+                    compat=opts.get("compat"))
+    reference = float_graph.copy()
+    run_pipeline(reference, cfg, passes=(prepare, cross_layer_equalization))
+    return reference
+
+
+def float_counterparts(qgraph: Graph, reference: Graph) -> dict[str, str | None]:
+    """For each rescaling node of `qgraph`, the tensor of `reference` it stands for (or None).
+
+    A node whose own name exists in the float network is the renamed output
+    quantizer; otherwise the tensor is the node's input, looked up through any
+    chain of rescaling nodes (a quantizer of a quantizer represents the same tensor).
+    """
+    found = {}
+    for node in qgraph.topo_order():
+        if node.op not in RESCALERS:
+            continue
+        current = node
+        while current.name not in reference and current.op in RESCALERS and current.inputs:
+            current = qgraph.node(current.inputs[0])
+        found[node.name] = current.name if current.name in reference else None
+    return found
+
+
+def quantizer_factors(qgraph: Graph) -> dict[str, float]:
+    """F per rescaling node (its output = F * the float tensor), as for the graph outputs."""
+    from .ptq.quantize import output_scales
+
+    probe = qgraph.copy()
+    probe.outputs = [n.name for n in probe.topo_order() if n.op in RESCALERS]
+    return output_scales(probe)
+
+
+class _LayerError:
+    """Running SQNR sums of one quantizer and the float values it read (for its histogram)."""
+
+    def __init__(self, clamps_at_zero: bool):
+        self.clamps_at_zero = clamps_at_zero  # an unsigned quantizer doing a ReLU's work
+        self.signal = self.noise = 0.0
+        self.values: list[np.ndarray] = []
+
+    def add(self, tensor: np.ndarray, dequantized: np.ndarray) -> None:
+        represented = np.maximum(tensor, 0.0) if self.clamps_at_zero else tensor
+        self.signal += float(np.sum(np.square(represented)))
+        self.noise += float(np.sum(np.square(represented - dequantized)))
+        self.values.append(np.asarray(tensor, np.float32).ravel())
+
+    def sqnr(self) -> tuple[float | None, str | None]:
+        if self.noise == 0.0:
+            return None, "exact"
+        if self.signal == 0.0:
+            return None, "float tensor is all zeros"
+        return 10.0 * math.log10(self.signal / self.noise), None
+
+    def histogram(self, clip_low: float, clip_high: float) -> tuple[float, dict]:
+        """(max |x|, histogram spanning the values and both clip thresholds, with min and max)."""
+        values = np.concatenate(self.values)
+        smallest, largest = float(values.min()), float(values.max())
+        low, high = min(smallest, clip_low), max(largest, clip_high)
+        pad = 0.03 * (high - low) or 1.0  # keeps lines at the span's ends visible
+        counts, edges = np.histogram(values, bins=HIST_BINS, range=(low - pad, high + pad))
+        return max(-smallest, largest), {"edges": edges, "counts": counts, "min": smallest, "max": largest}
+
+
+def layer_sqnr(float_graph: Graph, qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH) -> dict[str, dict]:
+    """Per rescaling node of `qgraph`: SQNR of the fake-quant value vs the float tensor on `x`.
+
+    Returns {name: {"sqnr_db", "sqnr_note", "float_range", "float_clip",
+    "float_clip_low", "histogram"}} (see the module docstring). Keeps the float
+    tensors of the quantizers in memory (float32): keep `x` small (a few hundred samples).
+    """
+    _require_quantized(qgraph)
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise InputError("no samples to measure the SQNR on")
+    reference = float_reference(float_graph, qgraph)
+    sources = float_counterparts(qgraph, reference)
+    factors = quantizer_factors(qgraph)
+    bounds = {name: _bounds(qgraph, qgraph.node(name)) for name in sources}
+    errors = {name: _LayerError(qgraph.node(name).op is OpType.QUANTIZER and bounds[name][0] == 0)
+              for name, source in sources.items() if source is not None}
+    notes = {name: f"no float tensor for it in '{float_graph.name}'"
+             for name, source in sources.items() if source is None}
+    for start, stop in batches(len(x), batch_size):
+        xb = as_float_input(x[start:stop])
+        floats = run(reference, xb, intermediates=True, dtype=np.float64)
+        fakes = run(qgraph, xb, intermediates=True)
+        for name, error in list(errors.items()):
+            tensor, fake = floats[sources[name]], fakes[name]
+            if np.shape(tensor) != np.shape(fake):
+                notes[name] = f"float tensor '{sources[name]}' has shape {np.shape(tensor)}, not {np.shape(fake)}"
+                del errors[name]
+                continue
+            error.add(np.asarray(tensor, np.float64), np.asarray(fake, np.float64) / factors[name])
+    return {name: _layer_result(bounds[name], factors[name], errors.get(name), notes.get(name))
+            for name in sources}
+
+
+def _require_quantized(qgraph: Graph) -> None:
+    if not qgraph.meta.get("quantized"):
+        raise InputError(f"graph '{qgraph.name}' is not quantized: pass the output of quantize_network")
+
+
+def _layer_result(bounds, factor, error: _LayerError | None, note: str | None) -> dict:
+    lo, hi, _ = bounds
+    result = {"sqnr_db": None, "sqnr_note": note, "float_range": None, "float_clip": hi / factor,
+              "float_clip_low": lo / factor, "histogram": None}
+    if error is not None:
+        result["sqnr_db"], result["sqnr_note"] = error.sqnr()
+        result["float_range"], result["histogram"] = error.histogram(lo / factor, hi / factor)
+    return result
+
+
+# -------------------------------------------------------------------- report
 def _plain(value):
     """A JSON-able copy: NumPy scalars/arrays to Python, tuples to lists, NaN/inf to None."""
     if isinstance(value, dict):
@@ -109,32 +285,40 @@ def _plain(value):
     return str(value)
 
 
-def _scale_summary(scale) -> dict:
-    array = np.asarray(scale, dtype=np.float64)
-    if array.size == 1:
-        return {"scale": float(array.ravel()[0]), "channels": 1}
-    return {"scale": None, "scale_min": float(array.min()), "scale_max": float(array.max()),
-            "channels": int(array.size)}
+def _spread_of(values, key: str) -> dict:
+    """{key: v} for one value, else {key: None, key_min, key_max} over channels."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 1 or np.all(array == array[0]):
+        return {key: float(array[0])}
+    return {key: None, f"{key}_min": float(array.min()), f"{key}_max": float(array.max())}
 
 
-def layer_table(qgraph: Graph, counts: dict[str, list[int]]) -> list[dict]:
+def rescale_summary(attrs: dict) -> dict:
+    """Scale of a rescaling node (and multiplier / shift in fixed-point mode), JSON-able."""
+    scale = np.asarray(attrs.get("scale", 1.0), dtype=np.float64)
+    summary = {**_spread_of(scale, "scale"), "channels": int(scale.size)}
+    if attrs.get("mode") == "int":
+        summary.update(_spread_of(attrs["multiplier"], "multiplier"))
+        summary.update(_spread_of(attrs["shift"], "shift"))
+    return summary
+
+
+def layer_table(qgraph: Graph, counts: dict[str, list[int]], sqnr: dict[str, dict] | None = None) -> list[dict]:
+    sqnr = sqnr or {}
     layers = []
     for node in qgraph.topo_order():
-        if node.op not in (OpType.QUANTIZER, OpType.SCALING):
+        if node.op not in RESCALERS:
             continue
         attrs, meta = node.attrs, node.meta
         below, above, size = counts.get(node.name, [0, 0, 0])
-        if node.op is OpType.QUANTIZER:
-            lo, hi, signed = attrs.get("lo"), attrs.get("hi"), attrs.get("signed")
-        else:
-            lo, hi = _nominal_bounds(qgraph, node) if qgraph.meta.get("quantized") else (None, None)
-            signed = meta.get(META_SIGNED)
+        lo, hi, signed = _bounds(qgraph, node)
+        measured = {k: v for k, v in sqnr.get(node.name, {}).items() if k != "histogram"}
         entry = {
             "name": node.name,
             "op": node.op.value,
             "role": attrs.get("role"),
             "mode": attrs.get("mode"),
-            **_scale_summary(attrs.get("scale", 1.0)),
+            **rescale_summary(attrs),
             "range": meta.get(META_RANGE),
             "clip": meta.get("clip"),
             "signed": signed,
@@ -146,44 +330,58 @@ def layer_table(qgraph: Graph, counts: dict[str, list[int]]) -> list[dict]:
             "clipped_high": above,
             "elements": size,
             "clipped_fraction": (below + above) / size if size else 0.0,
+            **measured,
         }
         layers.append(_plain(entry))
     return layers
 
 
+def _accuracies(float_graph, qgraph, test_x, test_y, float_accuracy, kw) -> tuple[dict, dict | None]:
+    """({"float", "fake_quant", "integer"}, bit-exact summary) on the test set."""
+    labelled = test_y is not None
+    if float_accuracy is None and labelled:
+        float_accuracy = accuracy(float_graph, test_x, test_y, **kw)
+    if not qgraph.meta.get("integer"):
+        fake_quant = accuracy(qgraph, test_x, test_y, **kw) if labelled else None
+        return {"float": float_accuracy, "fake_quant": fake_quant, "integer": None}, None
+    cmp = compare_engines(qgraph, test_x, **kw)
+    bit_exact = {"elements": cmp["elements"], "mismatches": cmp["mismatches"],
+                 "mismatching_samples": cmp["mismatching_samples"],
+                 "max_abs_diff": cmp["max_abs_diff"], "exact": cmp["mismatches"] == 0}
+    scores = {"fake_quant": cmp["reference"], "integer": cmp["integer"]}
+    acc = {k: top1(v, test_y) if labelled else None for k, v in scores.items()}
+    return {"float": float_accuracy, **acc}, bit_exact
+
+
 def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test_y, *,
                         batch_size: int = DEFAULT_BATCH, progress: bool = False,
-                        float_accuracy: float | None = None) -> dict:
+                        float_accuracy: float | None = None,
+                        sqnr_samples: int | None = SQNR_SAMPLES) -> dict:
     """Everything worth knowing about one quantization run (see the module docstring).
 
     `float_accuracy` may be passed when already known, to skip the float run.
+    `test_y` None (unlabelled data) leaves the accuracies None. The SQNR uses at
+    most `sqnr_samples` calibration samples (0 skips it; None uses them all).
     """
-    if not qgraph.meta.get("quantized"):
-        raise InputError(f"graph '{qgraph.name}' is not quantized: pass the output of quantize_network")
-    integer = bool(qgraph.meta.get("integer"))
-    test_x = np.asarray(test_x)
+    _require_quantized(qgraph)
+    test_x, calib_x = np.asarray(test_x), np.asarray(calib_x)
     kw = dict(batch_size=batch_size, progress=progress)
-    if float_accuracy is None:
-        float_accuracy = accuracy(float_graph, test_x, test_y, **kw)
-    if integer:
-        cmp = compare_engines(qgraph, test_x, **kw)
-        fake_quant, integer_acc = top1(cmp["reference"], test_y), top1(cmp["integer"], test_y)
-        bit_exact = {"elements": cmp["elements"], "mismatches": cmp["mismatches"],
-                     "mismatching_samples": cmp["mismatching_samples"],
-                     "max_abs_diff": cmp["max_abs_diff"], "exact": cmp["mismatches"] == 0}
-    else:
-        fake_quant, integer_acc, bit_exact = accuracy(qgraph, test_x, test_y, **kw), None, None
+    acc, bit_exact = _accuracies(float_graph, qgraph, test_x, test_y, float_accuracy, kw)
     counts = count_clipped(qgraph, calib_x, batch_size=batch_size)
+    sqnr_x = calib_x[spread(len(calib_x), sqnr_samples)] if sqnr_samples != 0 else calib_x[:0]
+    per_layer = layer_sqnr(float_graph, qgraph, sqnr_x, batch_size=batch_size) if len(sqnr_x) else {}
     report = {
         "model": float_graph.name,
         "options": qgraph.meta.get("options", {}),
         "target": qgraph.meta.get("target"),
         "nb_bits": qgraph.meta.get("nb_bits"),
-        "integer": integer,
+        "integer": bool(qgraph.meta.get("integer")),
         "samples": {"calibration": int(len(calib_x)), "test": int(len(test_x))},
-        "accuracy": {"float": float_accuracy, "fake_quant": fake_quant, "integer": integer_acc},
+        "accuracy": acc,
         "bit_exact": bit_exact,
-        "layers": layer_table(qgraph, counts),
+        "sqnr": {"samples": int(len(sqnr_x)), "source": "calibration"},
+        "layers": layer_table(qgraph, counts, per_layer),
+        "histograms": {name: r["histogram"] for name, r in per_layer.items() if r["histogram"]},
     }
     return _plain(report)
 
@@ -194,6 +392,7 @@ def write_json(report: dict, path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------ markdown
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -206,13 +405,34 @@ def _num(value) -> str:
     return str(value)
 
 
-def _scale_text(layer) -> str:
-    if layer.get("scale") is not None:
-        return _num(layer["scale"])
-    return f"{_num(layer.get('scale_min'))}..{_num(layer.get('scale_max'))} ({layer.get('channels')} ch)"
+def _spread_text(summary: dict, key: str) -> str:
+    if summary.get(key) is not None:
+        return _num(summary[key])
+    return f"{_num(summary.get(f'{key}_min'))}..{_num(summary.get(f'{key}_max'))}"
 
 
-def markdown(report: dict, *, max_layers: int | None = None) -> str:
+def rescale_text(summary: dict) -> str:
+    """'0.0482', '0.01..0.02 (8 ch)', plus ' = m / 2^s' for fixed-point quantizers."""
+    text = _spread_text(summary, "scale")
+    if summary.get("scale") is None:
+        text += f" ({summary.get('channels')} ch)"
+    if "shift" in summary or "shift_min" in summary:
+        text += f" = {_spread_text(summary, 'multiplier')} / 2^{_spread_text(summary, 'shift')}"
+    return text
+
+
+def sqnr_text(layer: dict) -> str:
+    if layer.get("sqnr_db") is not None:
+        return f"{layer['sqnr_db']:.1f}"
+    return layer.get("sqnr_note") or "n/a"
+
+
+def worst_first(layers: list[dict]) -> list[dict]:
+    """Layers by increasing SQNR; those without a number (exact, no counterpart) last."""
+    return sorted(layers, key=lambda l: (l.get("sqnr_db") is None, l.get("sqnr_db") or 0.0))
+
+
+def _header(report: dict) -> list[str]:
     acc = report["accuracy"]
     lines = [f"# Quantization report: {report['model']}", ""]
     opts = report.get("options") or {}
@@ -228,18 +448,36 @@ def markdown(report: dict, *, max_layers: int | None = None) -> str:
     exact_text = "n/a (no_quant)" if exact is None else (
         f"{'yes' if exact['exact'] else 'NO'}: {exact['mismatches']} / {exact['elements']} "
         "elements differ")
-    lines += [f"| {_pct(acc['float'])} | {_pct(acc['fake_quant'])} | {_pct(acc['integer'])} | {exact_text} |", ""]
-    layers = sorted(report["layers"], key=lambda l: -l["clipped"])  # stable: graph order among ties
-    if max_layers is not None:
-        layers = layers[:max_layers]
-    lines += ["## Layers (most clipped on the calibration set first)", "",
-              "| layer | role | scale | range | clip | signed | lo..hi | clipped | clipped % |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    return lines + [f"| {_pct(acc['float'])} | {_pct(acc['fake_quant'])} | {_pct(acc['integer'])} "
+                    f"| {exact_text} |", ""]
+
+
+def _layer_rows(layers: list[dict]) -> list[str]:
+    rows = ["| layer | role | range | clip | scale / shift | signed | lo..hi | SQNR (dB) "
+            "| clipped below lo / above hi | clipped % |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for l in layers:
-        lines.append(
-            f"| `{l['name']}` | {l['role']} | {_scale_text(l)} | {_num(l['range'])} | {_num(l['clip'])} "
-            f"| {_num(l['signed'])} | {_num(l['lo'])}..{_num(l['hi'])} | {l['clipped']} "
-            f"| {100 * l['clipped_fraction']:.3f}% |")
+        rows.append(
+            f"| `{l['name']}` | {l['role']} | {_num(l.get('float_range'))} | {_num(l.get('float_clip'))} "
+            f"| {rescale_text(l)} | {_num(l['signed'])} | {_num(l['lo'])}..{_num(l['hi'])} | {sqnr_text(l)} "
+            f"| {l['clipped_low']} / {l['clipped_high']} | {100 * l['clipped_fraction']:.3f}% |")
+    return rows
+
+
+def markdown(report: dict, *, max_layers: int | None = None, images: dict[str, str] | None = None) -> str:
+    """The report as markdown; `images` maps a caption to a PNG path (relative to the .md)."""
+    lines = _header(report)
+    layers = worst_first(report["layers"])[:max_layers]
+    n = (report.get("sqnr") or {}).get("samples", 0)
+    lines += ["## Layers (worst SQNR first)", "",
+              f"SQNR: the float tensor a quantizer stands for vs its fake-quant value dequantized "
+              f"(q / F), accumulated error included, on {n} calibration samples. range: max |x| of "
+              "that float tensor; clip: the largest value the quantizer represents (hi / F); both in "
+              "float units. clipped: values clipped on the whole calibration set (below lo = 0 is the "
+              "ReLU's work for an unsigned quantizer).", ""]
+    lines += _layer_rows(layers)
+    for caption, path in (images or {}).items():
+        lines += ["", f"![{caption}]({path})"]
     return "\n".join(lines) + "\n"
 
 

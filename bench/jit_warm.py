@@ -66,7 +66,8 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "first": t3 - t2, "second"
 """
 
 
-def run_child(graph_path: Path, image_path: Path, cache_dir: str | None = None) -> dict:
+def run_child(graph_path: Path, image_path: Path, cache_dir: str | None = None,
+              python: str = sys.executable) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if cache_dir is None:
@@ -75,7 +76,7 @@ def run_child(graph_path: Path, image_path: Path, cache_dir: str | None = None) 
         env["NUMBA_CACHE_DIR"] = cache_dir
     env.pop("NUMBA_DISABLE_JIT", None)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(graph_path), str(image_path)],
+    proc = subprocess.run([python, "-c", CHILD, str(graph_path), str(image_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -109,6 +110,13 @@ def fmt(seconds: float) -> str:
     return f"{seconds:.3f}"
 
 
+def has_scipy(python: str) -> bool:
+    """Whether `python` can import scipy (Numba then imports scipy.linalg on first dispatch)."""
+    probe = "import importlib.util as u; print(u.find_spec('scipy') is not None)"
+    return subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+
+
 def main(argv=None) -> None:
     import argparse
 
@@ -116,8 +124,14 @@ def main(argv=None) -> None:
     parser.add_argument("--cache-dir", default=None,
                         help="NUMBA_CACHE_DIR for the cold-ish and warm runs (default: the normal "
                              "cache, kernels/__pycache__)")
+    parser.add_argument("--runtime-python", default=None, metavar="PYTHON",
+                        help="also time warm children in this interpreter, e.g. a venv with only "
+                             "the runtime dependencies (`pip install .`, no dev extra)")
     args = parser.parse_args(argv)
     info = machine_info()
+    pythons = [sys.executable] + ([args.runtime_python] if args.runtime_python else [])
+    labels = {py: ("dev venv" if py == sys.executable else "runtime-only venv")
+              + (", scipy installed" if has_scipy(py) else ", no scipy") for py in pythons}
     with tempfile.TemporaryDirectory(prefix="jit_warm_") as tmp_name:
         tmp = Path(tmp_name)
         graph_path, image_path, quantize_seconds = prepare(tmp)
@@ -125,23 +139,36 @@ def main(argv=None) -> None:
         cold_cache.mkdir()
         cold = run_child(graph_path, image_path, str(cold_cache))
         first = run_child(graph_path, image_path, args.cache_dir)
-        warm = [run_child(graph_path, image_path, args.cache_dir) for _ in range(WARM_RUNS)]
+        warm = {py: [run_child(graph_path, image_path, args.cache_dir, py) for _ in range(WARM_RUNS)]
+                for py in pythons}
     cache_label = "cache " + args.cache_dir if args.cache_dir else "normal cache"
     keys = ("import", "import_cpu", "load", "first", "first_cpu", "import+first",
             "import+first_cpu", "second", "process")
-    median = {k: statistics.median(r[k] for r in warm) for k in keys}
+    medians = {py: {k: statistics.median(r[k] for r in runs) for k in keys} for py, runs in warm.items()}
+    median = medians[sys.executable]
     rows = [
         ["cold: empty Numba cache (every signature compiles)", *(fmt(cold[k]) for k in keys)],
         [f"cold-ish: first process, {cache_label}", *(fmt(first[k]) for k in keys)],
-        *[[f"warm run {i + 1}", *(fmt(r[k]) for k in keys)] for i, r in enumerate(warm)],
-        [f"**warm: median of {WARM_RUNS}**", *(f"**{fmt(median[k])}**" for k in keys)],
     ]
+    for py in pythons:
+        rows += [[f"warm run {i + 1} ({labels[py]})", *(fmt(r[k]) for k in keys)]
+                 for i, r in enumerate(warm[py])]
+        rows.append([f"**warm, {labels[py]}: median of {WARM_RUNS}**",
+                     *(f"**{fmt(medians[py][k])}**" for k in keys)])
     headers = ["process", "import aidge_lite", "(CPU)", "load graph", "1st inference", "(CPU)",
                "import + 1st inference", "(CPU)", "2nd inference", "whole process"]
     table = markdown_table(headers, rows, "l" + "r" * 9)
     verdict = "met" if median["import+first"] < TARGET_SECONDS else "NOT met"
     cpu_verdict = "met" if median["import+first_cpu"] < TARGET_SECONDS else "NOT met"
     load = info.get("load average (1/5/15 min, at start)", "n/a")
+    runtime_text = ""
+    if args.runtime_python:
+        rt = medians[args.runtime_python]
+        rt_verdict = "met" if rt["import+first"] < TARGET_SECONDS else "NOT met"
+        runtime_text = (f"With only the runtime dependencies ({labels[args.runtime_python]}, "
+                        f"`{args.runtime_python}`): **{rt_verdict}**, median "
+                        f"{rt['import+first']:.3f} s wall = import {rt['import']:.3f} s + first "
+                        f"inference {rt['first']:.3f} s ({rt['import+first_cpu']:.3f} s CPU).\n")
     body = f"""## Setting
 
 Model: mnist-8 quantized once in the parent process (8 bits, default options, 1,000
@@ -177,11 +204,15 @@ time, all threads (median {median['import+first_cpu']:.3f} s = {median['import_c
 the first inference costs {cold['first']:.1f} s wall ({cold['first_cpu']:.1f} s CPU) of
 compilation.
 
+{runtime_text}
 Where the warm first inference goes (cProfile of a warm child): loading each cached
 signature is cheap, but the first dispatch makes Numba import its lazily registered
 typing/lowering registries (`numba.core.cpu.load_additional_registries`, which imports
-`numba.np.arraymath` and, through `numba.np.linalg.ensure_blas`, `scipy.linalg`): a fixed
-cost of the first jitted call in a process, paid once whatever the model.
+`numba.np.arraymath` and, through `numba.np.linalg.ensure_blas`, `scipy.linalg` when scipy
+is installed): a fixed cost of the first jitted call in a process, paid once whatever the
+model. scipy is not an aidge_lite dependency; the dev extra brings it in (scikit-learn).
+`import aidge_lite` loads onnx and the PTQ passes lazily (first use of `load_onnx` /
+`quantize_network`), since running a saved quantized graph needs neither.
 """
     path = write_result("jit_warm", "Integer engine: JIT warm-up (import + first inference)",
                         body, info, module="jit_warm")

@@ -7,6 +7,7 @@
 import numba
 import numpy as np
 
+from .canonical import as_array, as_operand
 from .igemm import (BLOCK, IM2COL_BELOW, depthwise_requant_run, depthwise_run, igemm_requant_run,
                     igemm_run, int32_exact, max_abs, nchw_int16, nhwc_int16, pack_conv_weights)
 from .requant import requant_float, requant_float_ref
@@ -32,7 +33,6 @@ def conv2d_output_shape(x_shape, w_shape, geometry):
     return int(x_shape[0]), int(w_shape[0]), int(oh), int(ow)
 
 
-@numba.njit(cache=True)
 def conv2d(x, w, bias, geometry):
     """Grouped 2-D convolution, exact integer arithmetic.
 
@@ -61,8 +61,17 @@ def conv2d(x, w, bias, geometry):
     int64 bias added afterwards. Otherwise: direct loops with an int64
     accumulator, every product widened to int64 first; exact while the true
     sum fits in int64 (otherwise wraps modulo 2**64, like the twin).
-    No rounding. Shapes are validated by the caller.
+    No rounding. Shapes are validated by the caller. A Python function: it
+    widens the operands to int16 / int64 (:mod:`kernels.canonical`), then
+    calls one jitted body compiled for those types only.
     """
+    return _conv2d_body(as_operand(x), as_operand(w), as_array(bias, np.int64),
+                        as_array(geometry, np.int64))
+
+
+@numba.njit(cache=True)
+def _conv2d_body(x, w, bias, geometry):
+    """:func:`conv2d` on canonical operands (int16 or int64 x and w, int64 bias)."""
     if _fast_ok(x, w, geometry):
         return _conv2d_int16(x, w, bias, geometry)
     return _conv2d_direct(x, w, bias, geometry)
@@ -166,7 +175,6 @@ def _use_rowconv(x, w, geometry, ow_size):
             and geometry[7] == 1 and ow_size >= 8 and w.shape[3] >= 2)
 
 
-@numba.njit(cache=True)
 def conv2d_requant(x, w, bias, geometry, multiplier, params):
     """:func:`conv2d` followed by ``requant_float`` into int16, fused when possible.
 
@@ -195,7 +203,16 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
     epilogue of each block, so the int64 accumulators are never stored.
     Otherwise computed as ``conv2d`` then ``requant_float``. Same single
     float64 product and rounding as ``requant_float``: bit-identical.
+    Operands are widened as for :func:`conv2d`.
     """
+    return _conv2d_requant_body(as_operand(x), as_operand(w), as_array(bias, np.int64),
+                                as_array(geometry, np.int64), as_array(multiplier, np.float64),
+                                as_array(params, np.int64))
+
+
+@numba.njit(cache=True)
+def _conv2d_requant_body(x, w, bias, geometry, multiplier, params):
+    """:func:`conv2d_requant` on canonical operands (see :func:`_conv2d_body`)."""
     n_batch, _, h, wd = x.shape
     k_out = w.shape[0]
     kh_size, kw_size = w.shape[2], w.shape[3]
@@ -228,7 +245,7 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
         minmax[0] = blocks[:, 0].min()
         minmax[1] = blocks[:, 1].max()
         return out.reshape((n_batch, k_out, oh_size, ow_size)), minmax
-    acc = conv2d(x, w, bias, geometry)
+    acc = _conv2d_body(x, w, bias, geometry)
     out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
     if acc.size:
         minmax[0] = acc.min()
@@ -303,3 +320,8 @@ def conv2d_requant_ref(x, w, bias, geometry, multiplier, params):
     else:
         minmax = np.zeros(2, np.int64)
     return out, minmax
+
+
+# The Python entry points and the jitted bodies they call (tests check the bodies' jit options).
+conv2d.jitted = _conv2d_body
+conv2d_requant.jitted = _conv2d_requant_body

@@ -3,10 +3,10 @@
 import numba
 import numpy as np
 
+from .canonical import as_array, as_operand
 from .igemm import SLACK, igemm_run, int32_exact, max_abs, pack_gemm_weights
 
 
-@numba.njit(cache=True)
 def gemm(a, b, bias):
     """``bias + a @ b`` in exact integer arithmetic.
 
@@ -28,8 +28,16 @@ def gemm(a, b, bias):
     ``vpmaddwd`` micro-kernels, ``prange`` over 96-row blocks; int64 bias
     added afterwards. Otherwise an i, k, j loop with an int64 accumulator,
     products widened to int64 first; exact while the true sums fit in int64
-    (otherwise wraps modulo 2**64, like the twin). No rounding.
+    (otherwise wraps modulo 2**64, like the twin). No rounding. A Python
+    function: it widens the operands to int16 / int64 (:mod:`kernels.canonical`),
+    then calls one jitted body compiled for those types only.
     """
+    return _gemm_body(as_operand(a), as_operand(b), as_array(bias, np.int64))
+
+
+@numba.njit(cache=True)
+def _gemm_body(a, b, bias):
+    """:func:`gemm` on canonical operands (int16 or int64 a and b, int64 bias)."""
     m_size, k_size = a.shape
     n_size = b.shape[1]
     if (m_size > 0 and n_size > 0 and k_size > 0
@@ -59,3 +67,6 @@ def gemm(a, b, bias):
 def gemm_ref(a, b, bias):
     """NumPy twin of :func:`gemm` (the spec): int64 matmul plus bias."""
     return a.astype(np.int64) @ b.astype(np.int64) + bias.astype(np.int64)
+
+
+gemm.jitted = _gemm_body  # the jitted body behind the Python entry point

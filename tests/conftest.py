@@ -5,10 +5,19 @@ Select a Hypothesis profile with ``HYPOTHESIS_PROFILE=ci|dev|slow`` (default
 """
 
 import os
+from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# One Numba cache per pytest-xdist worker, set before anything imports numba:
+# Numba's on-disk cache is not safe against two processes compiling the same
+# function at once (both can claim the same overload file; the index then points
+# at the other signature's machine code, which crashes when loaded).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".numba_cache" / _WORKER)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "ci", max_examples=50, derandomize=True, deadline=None, database=None,

@@ -127,17 +127,125 @@ def test_no_quant_report(setup):
 def test_markdown(setup, tmp_path):
     g, calib, test, labels = setup
     q = aidge_lite.quantize_network(g, calib[:20], nb_bits=3)
-    rep = report.quantization_report(g, q, calib, test, labels)
-    path = report.write_markdown(rep, tmp_path / "r.md")
+    rep = report.quantization_report(g, q, calib, test, labels, sqnr_samples=64)
+    path = report.write_markdown(rep, tmp_path / "r.md", images={"SQNR per layer": "sqnr.png"})
     text = path.read_text()
     assert "| float | fake-quant | integer |" in text and "residual" in text
-    rows = [line for line in text.splitlines() if line.startswith("| `")]
-    clipped = [int(r.split("|")[8]) for r in rows]
-    assert clipped == sorted(clipped, reverse=True) and len(rows) == len(rep["layers"])
+    assert "## Layers (worst SQNR first)" in text and "![SQNR per layer](sqnr.png)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| layer"))
+    columns = [c.strip() for c in header.split("|")[1:-1]]
+    assert columns[2:4] == ["range", "clip"] and "SQNR (dB)" in columns and "scale / shift" in columns
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    sqnr = [float(r[columns.index("SQNR (dB)")]) for r in rows]
+    assert sqnr == sorted(sqnr) and len(rows) == len(rep["layers"])  # worst first
     report.write_json(rep, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["layers"] == rep["layers"]
 
 
+def test_unlabelled_report(setup):
+    """Without labels: no accuracies, but the bit-exact check and the SQNR are there."""
+    g, calib, test, _ = setup
+    q = aidge_lite.quantize_network(g, calib[:50], nb_bits=8)
+    rep = report.quantization_report(g, q, calib[:50], test[:30], None, sqnr_samples=16)
+    assert rep["accuracy"] == {"float": None, "fake_quant": None, "integer": None}
+    assert rep["bit_exact"]["elements"] == 30 * 4 and rep["sqnr"]["samples"] == 16
+    assert all(l["sqnr_db"] > 20 for l in rep["layers"])
+
+
+def test_float_graph_rejected(setup):
+    g, calib, test, labels = setup
+    with pytest.raises(InputError, match="not quantized"):
+        report.quantization_report(g, g, calib, test, labels)
+
+
+# ------------------------------------------------------------------------ SQNR
+@pytest.fixture(scope="module")
+def digits_mlp():
+    try:
+        from models import datasets, zoo
+
+        return zoo.load("digits_mlp"), datasets.digits().calib_x[:200]
+    except (FileNotFoundError, ImportError) as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("signs", [False, True], ids=["signed", "optimize_signs"])
+def test_sqnr_falls_with_bits(digits_mlp, signs):
+    """Every layer loses SQNR from 8 to 4 bits (~6 dB a bit), and 8 bits is > 30 dB almost everywhere.
+
+    With optimize_signs the unsigned quantizers before a ReLU are compared with the ReLU'd tensor.
+    """
+    g, calib = digits_mlp
+    quantized = {bits: aidge_lite.quantize_network(g, calib, nb_bits=bits, optimize_signs=signs)
+                 for bits in (8, 4)}
+    sqnr = {bits: report.layer_sqnr(g, q, calib) for bits, q in quantized.items()}
+    if signs:
+        assert any(not n.attrs["signed"] for n in quantized[8].topo_order() if n.op is OpType.QUANTIZER)
+    assert list(sqnr[8]) == list(sqnr[4]) and len(sqnr[8]) == 4
+    for name in sqnr[8]:
+        high, low = sqnr[8][name]["sqnr_db"], sqnr[4][name]["sqnr_db"]
+        assert high > low + 12, (name, high, low)
+    eight = [r["sqnr_db"] for r in sqnr[8].values()]
+    assert sum(v > 30 for v in eight) >= 0.75 * len(eight), eight
+
+
+def test_sqnr_thresholds_in_float_units(digits_mlp):
+    """hi / F is the chosen clip converted to float units: range * clip / range(calibration).
+
+    Measured on the calibration samples themselves, so max |x| is the calibrated range.
+    """
+    g, calib = digits_mlp
+    q = aidge_lite.quantize_network(g, calib, nb_bits=4, clipping="mse", optimize_signs=True)
+    result = report.layer_sqnr(g, q, calib)
+    assert any(n.meta["clip"] < 0.9 * n.meta["range"] for n in q.topo_order() if n.op is OpType.QUANTIZER)
+    for name, r in result.items():
+        node = q.node(name)
+        chosen = node.meta.get("clip", node.meta["range"])
+        assert r["float_clip"] == pytest.approx(r["float_range"] * chosen / node.meta["range"], rel=1e-6)
+        assert r["float_clip_low"] == pytest.approx(r["float_clip"] * node.attrs["lo"] / node.attrs["hi"])
+        hist = r["histogram"]
+        assert hist["edges"][0] <= min(r["float_clip_low"], hist["min"])
+        assert hist["edges"][-1] >= max(r["float_clip"], hist["max"])
+        per_sample = int(np.prod(q.node(node.inputs[0]).meta["shape"]))  # shape for a batch of one
+        assert np.sum(hist["counts"]) == len(calib) * per_sample
+
+
+def _mnist8_or_skip():
+    try:
+        from models import datasets, zoo
+
+        return zoo.load("mnist8"), datasets.mnist().calib_x[::25]
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("model", ["residual_mlp", "mnist8"])
+@pytest.mark.parametrize("options", [{}, {"cle": True, "per_channel": True, "optimize_signs": True}],
+                         ids=["plain", "cle+per_channel+signs"])
+def test_sqnr_mapping_is_exact_without_rounding(setup, model, options):
+    """no_quant keeps every scale and skips rounding: each layer must match its float tensor
+    to float64 precision. Checks the name mapping (bias Adds fused by prepare, the renamed
+    output, residual operands, joins), the factors F and the CLE'd reference graph."""
+    if model == "mnist8":
+        g, calib = _mnist8_or_skip()
+    else:
+        g, calib = setup[0], setup[1][:100]
+    q = aidge_lite.quantize_network(g, calib, nb_bits=8, no_quant=True, **options)
+    result = report.layer_sqnr(g, q, calib[:16])
+    assert result and all(r["histogram"] is not None for r in result.values())
+    for name, r in result.items():
+        assert r["sqnr_note"] == "exact" or r["sqnr_db"] > 150, (name, r["sqnr_db"], r["sqnr_note"])
+
+
+def test_sqnr_none_without_float_counterpart(setup):
+    g, calib, _, _ = setup
+    q = aidge_lite.quantize_network(g, calib[:50], nb_bits=8)
+    renamed = g.copy()
+    renamed.rename("fc1", "fc1_elsewhere")
+    result = report.layer_sqnr(renamed, q, calib[:8])
+    assert result["fc1_scaling"]["sqnr_db"] is None and result["fc1_scaling"]["histogram"] is None
+    assert "no float tensor" in result["fc1_scaling"]["sqnr_note"]
+    assert all(r["sqnr_db"] > 30 for name, r in result.items() if name != "fc1_scaling")
 def test_float_graph_rejected(setup):
     g, calib, test, labels = setup
     with pytest.raises(InputError, match="not quantized"):

@@ -58,9 +58,10 @@ def channels_view(x: np.ndarray) -> np.ndarray:
 
 
 def per_channel(values, channels: int, dtype) -> np.ndarray:
-    """A scalar or (C,) parameter as a contiguous (C,) array."""
+    """A scalar or (C,) parameter as a contiguous, writable (C,) array (a read-only
+    array, e.g. a frozen graph attribute, would make Numba compile another version)."""
     array = np.atleast_1d(np.asarray(values, dtype=dtype))
-    return np.ascontiguousarray(np.broadcast_to(array, (channels,)) if array.size == 1 else array)
+    return np.array(np.broadcast_to(array, (channels,)) if array.size == 1 else array, order="C")
 
 
 def quantizer_args(node, x: np.ndarray):

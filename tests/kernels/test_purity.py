@@ -30,10 +30,17 @@ def test_kernels_import_nothing_from_the_package_or_networkx(path):
 
 
 def _public_kernels():
+    """Jitted kernels, and Python entry points (`.jitted` = the body they call after
+    converting operands, see kernels.canonical), that have a NumPy twin."""
     for name in kernels.__all__:
         obj = getattr(kernels, name)
-        if isinstance(obj, CPUDispatcher) and hasattr(kernels, name + "_ref"):
+        jitted = obj if isinstance(obj, CPUDispatcher) else getattr(obj, "jitted", None)
+        if isinstance(jitted, CPUDispatcher) and hasattr(kernels, name + "_ref"):
             yield name, obj
+
+
+def _python_function(kernel):
+    return kernel.py_func if isinstance(kernel, CPUDispatcher) else kernel
 
 
 PUBLIC_KERNELS = dict(_public_kernels())
@@ -47,15 +54,16 @@ def test_every_kernel_is_found():
 
 @pytest.mark.parametrize("name", sorted(PUBLIC_KERNELS))
 def test_kernel_style(name):
-    kernel = PUBLIC_KERNELS[name]
+    kernel = _python_function(PUBLIC_KERNELS[name])
+    jitted = getattr(PUBLIC_KERNELS[name], "jitted", PUBLIC_KERNELS[name])
     ref = getattr(kernels, name + "_ref")
-    assert inspect.signature(kernel.py_func) == inspect.signature(ref)
+    assert inspect.signature(kernel) == inspect.signature(ref)
     assert len(inspect.signature(ref).parameters) <= 6
-    assert not isinstance(kernel._cache, NullCache), "needs cache=True"
-    assert not kernel.targetoptions.get("fastmath"), "no fastmath"
-    for f in (kernel.py_func, ref):
+    assert not isinstance(jitted._cache, NullCache), "needs cache=True"
+    assert not jitted.targetoptions.get("fastmath"), "no fastmath"
+    for f in (kernel, ref):
         assert f.__doc__ and f.__doc__.strip(), f"{f.__name__} needs a docstring"
-    assert "Returns" in kernel.py_func.__doc__, "numpydoc sections expected"
+    assert "Returns" in kernel.__doc__, "numpydoc sections expected"
 
 
 def test_all_jitted_functions_use_cache_and_no_fastmath():
