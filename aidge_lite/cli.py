@@ -35,25 +35,17 @@ import argparse
 import json
 import math
 import sys
-import zipfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("mnist", "digits")
+from .cli_data import UsageError, check_data_fits, load_data, resolve_dataset
+from .graph_text import key_attrs, scale_of, table, to_dot
+
 CLIPPINGS = ("max", "mse", "aa", "kl")
 PROG = "aidge-lite"
 _ALIASES = {"mnist-8": "mnist8"}
-
-
-class UsageError(Exception):
-    """Bad command-line arguments."""
-
-
-class DataError(UsageError):
-    """A --data file that cannot be used (missing array, wrong shape, NaN, ...)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,31 +94,6 @@ def graph_kind(graph) -> str:
     return "integer" if graph.meta.get("integer") else "no_quant"
 
 
-# --------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class Data:
-    """Samples for eval / quantize; `test_y` None for an unlabelled file."""
-
-    name: str            # "mnist", "digits" or the .npz path
-    calib_x: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray | None
-    from_file: bool = False
-
-    def describe(self, n: int) -> str:
-        return f"{n} samples of {self.name}" if self.from_file else f"{n} {self.name} test images"
-
-
-def resolve_dataset(data: str | None, zoo_model: str | None) -> str:
-    if data is not None:
-        return data
-    if zoo_model is not None:
-        from models import zoo
-
-        return zoo.dataset(zoo_model)
-    raise UsageError("--data is required for a model that is not in the zoo (mnist, digits or a .npz file)")
-
-
 def dataset_for(spec: str, data: str | None) -> str:
     """--data, or the zoo model's data set; a missing model is reported before a missing --data."""
     if data is not None:
@@ -135,73 +102,6 @@ def dataset_for(spec: str, data: str | None) -> str:
     if name is None and not Path(spec).exists():
         load_model(spec)  # raises the "not found" error
     return resolve_dataset(None, name)
-
-
-def load_data(spec: str) -> Data:
-    """A built-in data set by name, or a .npz file (validated, see the module docstring)."""
-    if spec in DATASETS:
-        from models import datasets
-
-        split = datasets.mnist() if spec == "mnist" else datasets.digits()
-        return Data(spec, split.calib_x, split.test_x, split.test_y)
-    path = Path(spec)
-    if path.suffix.lower() == ".npz" or path.exists():
-        return load_npz_data(path)
-    raise UsageError(f"--data '{spec}': not a data set ({', '.join(DATASETS)}) nor a .npz file")
-
-
-def load_npz_data(path: Path) -> Data:
-    where = f"data file {path}"
-    if not path.is_file():
-        raise DataError(f"{where}: no such file")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{where}: not an .npz (zip) archive")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # BadZipFile, zlib.error, ValueError (pickled object), ...
-        raise DataError(f"{where}: unreadable .npz ({type(exc).__name__}: {exc})") from None
-    if "x" not in arrays:
-        raise DataError(f"{where}: no array 'x' (found: {', '.join(sorted(arrays)) or 'nothing'})")
-    x = _checked_samples(arrays["x"], f"{where}: 'x'")
-    calib_x = _checked_samples(arrays["calib_x"], f"{where}: 'calib_x'") if "calib_x" in arrays else x
-    y = _checked_labels(arrays["y"], len(x), f"{where}: 'y'") if "y" in arrays else None
-    return Data(str(path), calib_x, x, y, from_file=True)
-
-
-def _checked_samples(x: np.ndarray, what: str) -> np.ndarray:
-    if x.dtype.kind not in "fiu":
-        raise DataError(f"{what} has dtype {x.dtype}: expected float or integer samples")
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError(f"{what} has shape {x.shape}: expected N x (the model's input shape), N >= 1")
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise DataError(f"{what} holds {int(np.count_nonzero(~np.isfinite(x)))} NaN/Inf value(s)")
-    return x
-
-
-def _checked_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
-    if y.dtype.kind not in "iu":
-        raise DataError(f"{what} has dtype {y.dtype}: expected integer class labels")
-    if y.ndim != 1 or len(y) != n:
-        raise DataError(f"{what} has shape {y.shape}: expected ({n},), one label per sample of 'x'")
-    return y
-
-
-def check_data_fits(graph, data: Data) -> None:
-    """The samples have the rank and shape the model's single input declares."""
-    from aidge_lite.errors import InputError
-    from aidge_lite.interp.base import check_input
-
-    if len(graph.inputs) != 1:
-        raise UsageError(f"model '{graph.name}' has {len(graph.inputs)} inputs: --data feeds one-input models")
-    node = graph.node(graph.inputs[0])
-    parts = {"x": data.test_x} if data.calib_x is data.test_x else {"calib_x": data.calib_x, "x": data.test_x}
-    for label, x in parts.items():
-        try:
-            check_input(node, x)
-        except InputError as exc:
-            what = f"'{label}' of {data.name}" if data.from_file else f"data set '{data.name}'"
-            raise DataError(f"{what} does not fit model '{graph.name}': {exc}") from None
 
 
 def _load_inputs(args):
@@ -215,103 +115,6 @@ def _load_inputs(args):
 # --------------------------------------------------------------- formatting
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
-
-
-def table(headers, rows) -> str:
-    """A markdown table with padded columns."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-                     + [line(r) for r in cells[1:]])
-
-
-def _compact(value) -> str:
-    """An attribute value in a few characters: lists joined by commas, floats short."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_compact(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-_HIDDEN_ATTRS = frozenset({"value", "weight_scale", "scale", "multiplier", "shift"})  # shown elsewhere
-
-
-def key_attrs(node) -> str:
-    """The attributes worth a glance: a quantizer's role, type, clip range and rounding."""
-    from aidge_lite.ir import OpType
-
-    a = node.attrs
-    if node.op is OpType.QUANTIZER:
-        return f"{a.get('role')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], {a.get('rounding')}"
-    if node.op is OpType.SCALING:
-        return f"{a.get('role')}, {'signed' if node.meta.get('signed', True) else 'unsigned'}"
-    if node.op is OpType.CONSTANT:
-        return f"{tuple(np.shape(a['value']))} {np.asarray(a['value']).dtype}"
-    return " ".join(f"{k}={_compact(v)}" for k, v in a.items()
-                    if k not in _HIDDEN_ATTRS and np.size(v) <= 8)
-
-
-def scale_of(node) -> str:
-    """A rescaling node's scale (or multiplier / 2^shift), an affine node's weight scale."""
-    from aidge_lite.ir import AFFINE, OpType
-    from aidge_lite.report import rescale_summary, rescale_text
-
-    if node.op in (OpType.QUANTIZER, OpType.SCALING):
-        return rescale_text(rescale_summary(node.attrs))
-    if node.op in AFFINE and "weight_scale" in node.attrs:
-        return "weights x " + rescale_text(rescale_summary({"scale": node.attrs["weight_scale"]}))
-    return ""
-
-
-# --------------------------------------------------------------------- dot
-def _dot_str(text: str) -> str:
-    """A quoted DOT string; newlines become DOT's \\n line breaks."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\n", "\\n") + '"'
-
-
-_DOT_STYLE = {  # op value -> node attributes
-    "Quantizer": 'style=filled, fillcolor="#fde9a9"',
-    "Scaling": 'style=filled, fillcolor="#e3e3ff"',
-    "Constant": 'shape=note, fontsize=8, color="#999999"',
-    "Input": "shape=ellipse",
-}
-
-
-def _dot_label(node) -> str:
-    from aidge_lite.ir import OpType
-
-    lines = [node.name, node.op.value]
-    if node.op is OpType.INPUT:
-        lines[1] += f" {_compact(node.attrs.get('shape'))} {node.attrs.get('dtype')}"
-    elif node.op in (OpType.QUANTIZER, OpType.SCALING, OpType.CONSTANT):
-        lines.append(key_attrs(node))
-    scale = scale_of(node)
-    if scale:
-        lines.append(scale if scale.startswith("weights") else f"scale {scale}")
-    return "\n".join(lines)
-
-
-def to_dot(graph) -> str:
-    """Graphviz text: one node per tensor (quantizers annotated), one edge per producer -> consumer."""
-    lines = [f"digraph {_dot_str(graph.name)} {{", "  rankdir=TB;",
-             '  node [shape=box, fontname="Helvetica", fontsize=10];']
-    nodes = graph.topo_order()
-    for node in nodes:
-        style = _DOT_STYLE.get(node.op.value)
-        lines.append(f"  {_dot_str(node.name)} [label={_dot_str(_dot_label(node))}{', ' + style if style else ''}];")
-    for node in nodes:
-        operands: dict[str, list[int]] = {}
-        for index, source in enumerate(node.inputs):
-            operands.setdefault(source, []).append(index)
-        # operand order matters where several activations meet (Concat, Sub): label those edges
-        joins = sum(not graph.is_constant(source) for source in operands) > 1
-        for source, indices in operands.items():
-            label = f" [label={_dot_str(','.join(map(str, indices)))}]" if joins else ""
-            lines.append(f"  {_dot_str(source)} -> {_dot_str(node.name)}{label};")
-    return "\n".join(lines + ["}"]) + "\n"
 
 
 # ----------------------------------------------------------------- commands
