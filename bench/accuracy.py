@@ -59,6 +59,23 @@ OPTION_GRID: tuple[OptionSet, ...] = (
 )
 
 
+CLIPPING_MODES = ("max", "mse", "aa", "kl")
+FULL_BITS = (8, 6, 5, 4, 3)
+
+
+def full_grid() -> tuple[OptionSet, ...]:
+    """Every combination: clipping x signs x single shift x CLE x per-channel (64 sets)."""
+    switches = (("signs", "optimize_signs"), ("shift", "single_shift"), ("cle", "cle"),
+                ("pc", "per_channel"))
+    grid = []
+    for clipping in CLIPPING_MODES:
+        for mask in range(1 << len(switches)):
+            on = [(label, key) for i, (label, key) in enumerate(switches) if mask >> i & 1]
+            label = "+".join([clipping] + [label for label, _ in on])
+            grid.append(OptionSet(label, {"clipping": clipping, **{key: True for _, key in on}}))
+    return tuple(grid)
+
+
 def load_split(name: str):
     from models import datasets
 
@@ -126,17 +143,32 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="test on N evenly spread test images (quick runs)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--name", default="accuracy", help="results file name (bench/results/<name>.md)")
+    parser.add_argument("--full", action="store_true",
+                        help="the full cross product (full_grid(), bits 8/6/5/4/3) instead of --grid")
     args = parser.parse_args(argv)
 
     info = machine_info()
-    grid = [o for o in OPTION_GRID if o.label in args.grid]
+    grid = full_grid() if args.full else [o for o in OPTION_GRID if o.label in args.grid]
+    bits = FULL_BITS if args.full and args.bits == list(BITS) else args.bits
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows, notes = [], []
     with Timer() as total:
-        for model in args.models:
-            r, n = run_model(model, grid, args.bits, args.limit, args.batch_size, log)
+        for done, model in enumerate(args.models, 1):
+            r, n = run_model(model, grid, bits, args.limit, args.batch_size, log)
             rows += r
             notes += n
+            if done < len(args.models):  # a partial table survives an interrupted run
+                _write(args, info, grid, rows, notes, f"partial: {done} of {len(args.models)} models, "
+                       f"{time.perf_counter() - total.start:.0f} s so far")
+    path, table = _write(args, info, grid, rows, notes, f"total time: {total.seconds:.0f} s")
+    print(table)
+    if notes:
+        print("\n" + "\n".join(notes))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _write(args, info, grid, rows, notes, status: str):
     headers = ["model", "options", "bits", "float", "fake-quant", "integer", "int != fake-quant",
                "elements", "time (s)"]
     table = markdown_table(headers, rows, align="llrrrrrrr")
@@ -153,13 +185,9 @@ def main(argv=None) -> int:
     )
     if notes:
         body += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    body += f"\nTotal time: {total.seconds:.0f} s.\n"
-    path = write_result(args.name, "Quantized accuracy of the zoo models", body, info, module="accuracy")
-    print(table)
-    if notes:
-        print("\n" + "\n".join(notes))
-    print(f"\nwrote {path}")
-    return 0
+    body += f"\nRun status: {status}.\n"
+    return write_result(args.name, "Quantized accuracy of the zoo models", body, info,
+                        module="accuracy"), table
 
 
 if __name__ == "__main__":
