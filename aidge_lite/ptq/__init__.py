@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import AidgeLiteError, InputError
 from ..ir import Graph, verify
 from ..target import Target
+from .bias_correction import bias_correction, record_float_means
 from .calibrate import calibrate
 from .clipping import optimize_clipping
 from .compute_signs import compute_signs
@@ -27,6 +28,7 @@ from .single_shift import single_shift
 PIPELINE = (
     prepare,
     cross_layer_equalization,
+    record_float_means,
     insert_scaling,
     normalize_parameters,
     calibrate,
@@ -35,6 +37,7 @@ PIPELINE = (
     normalize_activations,
     quantize,
     single_shift,
+    bias_correction,
     finalize,
 )
 
@@ -64,6 +67,7 @@ def quantize_network(
     optimize_signs: bool = False,
     single_shift: bool = False,
     per_channel: bool = False,
+    bias_correction: bool = False,
     target: Target | None = None,
     compat: str | None = None,
     batch_size: int = DEFAULT_BATCH,
@@ -72,11 +76,13 @@ def quantize_network(
 
     `calibration` is an array (N, ...), a list of arrays, an iterable of batches
     or a callable returning an iterator of batches (for large sets).
+    `bias_correction=True` reads it again, once per Conv/Gemm (see `ptq/bias_correction.py`).
     """
     cfg = PTQConfig(
         calibration=CalibrationSet(calibration, batch_size), nb_bits=nb_bits, no_quant=no_quant,
         clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
-        per_channel=per_channel, target=target or Target(), compat=compat,
+        per_channel=per_channel, bias_correction=bias_correction, target=target or Target(),
+        compat=compat,
     )
     qgraph = graph.copy()
     reports = run_pipeline(qgraph, cfg)
@@ -84,7 +90,7 @@ def quantize_network(
     qgraph.meta["options"] = {
         "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
         "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
-        "compat": compat,
+        "bias_correction": bias_correction, "compat": compat,
     }
     return qgraph
 

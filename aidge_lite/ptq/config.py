@@ -23,6 +23,7 @@ class PTQConfig:
     optimize_signs: bool = False
     single_shift: bool = False
     per_channel: bool = False
+    bias_correction: bool = False
     target: Target = field(default_factory=Target)
     compat: str | None = None  # "aidge" reproduces the reference library's formulas
 

@@ -48,13 +48,13 @@ def _check_per_channel(graph, qgraph, nb_bits):
         out = w.shape[0]
         scale = node.attrs["weight_scale"]
         assert np.shape(scale) == (out,), node.name
-        live = rows[name] > 0
-        np.testing.assert_allclose(scale[live] * rows[name][live], sw, rtol=1e-9)
-        # a zero channel is normalised by the dead-channel floor (its weights stay 0)
-        np.testing.assert_allclose(scale[~live] * rows[name].max() * DEAD_CHANNEL_RATIO, sw, rtol=1e-9)
+        # a zero or nearly dead channel (below 1/256 of the largest) is normalised by that floor
+        floor = rows[name].max() * DEAD_CHANNEL_RATIO
+        live = rows[name] >= floor
+        np.testing.assert_allclose(scale * np.maximum(rows[name], floor), sw, rtol=1e-9)
         peaks = np.abs(w.astype(np.int64)).reshape(out, -1).max(axis=1)
         np.testing.assert_array_equal(peaks[live], sw)  # every live channel reaches +-Sw
-        assert np.all(w.reshape(out, -1)[~live] == 0)
+        assert np.all(peaks[~live] < sw)
         (quant,) = qgraph.consumers(node.name)
         assert quant.op is OpType.QUANTIZER and np.shape(quant.attrs["scale"]) == (out,)
         assert np.all(np.isfinite(quant.attrs["scale"])) and np.all(quant.attrs["scale"] > 0)
