@@ -56,6 +56,9 @@ OPTION_GRID: tuple[OptionSet, ...] = (
     OptionSet("best", _BEST),
     OptionSet("best+shift", {**_BEST, "single_shift": True}),
     OptionSet("fixed-point", {}, target="tflite"),
+    OptionSet("mse+signs+bc", {"clipping": "mse", "optimize_signs": True, "bias_correction": True}),
+    OptionSet("mse+signs+pc+bc", {**_BEST, "cle": False, "bias_correction": True}),
+    OptionSet("best+bc", {**_BEST, "bias_correction": True}),
 )
 
 
