@@ -24,7 +24,7 @@ from ..ir import Node, OpType
 from . import reference as ref_ops
 from .base import Interpreter
 from .geometry import window_geometry
-from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target, per_channel, quantizer_args
+from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target, quantizer_args, rescale_params
 
 op = OpType
 
@@ -147,7 +147,7 @@ def _conv(self, node, x, w, b):
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     q = _fusable_quantizer(self, node)
     if q is not None:  # Conv -> Quantizer in one pass: requantize each tile as it is computed
-        multiplier = per_channel(q.attrs["scale"], w.shape[0], np.float64)
+        (multiplier,) = rescale_params(q, w.shape[0])
         params = np.array([kernels.ROUNDING_NAMES[q.attrs["rounding"]], q.attrs["lo"], q.attrs["hi"]],
                           np.int64)
         y, minmax = kernels.conv2d_requant(x, w, b, geometry, multiplier, params)
@@ -197,6 +197,14 @@ def _pool_geometry(node, x):
     strides, dilations, pads, out_hw, extra = window_geometry(node, x.shape[2:], kernel)
     geometry = np.array([*kernel, *strides, pads[0], pads[1], pads[2] + extra[0],
                          pads[3] + extra[1], *dilations], np.int64)
+    for axis, size in enumerate(x.shape[2:]):
+        extent = (kernel[axis] - 1) * dilations[axis] + 1
+        last_start = (out_hw[axis] - 1) * strides[axis] - pads[axis]
+        if out_hw[axis] > 0 and (pads[axis] >= extent or last_start >= size):
+            # the kernels need every window to see the input: integers have no -inf
+            raise ExecutionError(f"node '{node.name}' ({node.op.value}): a pooling window lies "
+                                 f"entirely in the padding along axis {axis + 2} (pads {pads}, "
+                                 f"kernel {kernel}); the integer engine cannot pool nothing")
     return geometry, extra
 
 

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import AccumulatorOverflowError
+from ..errors import AccumulatorOverflowError, ExecutionError
 from ..ir import OpType
 from ..target import Target
 
@@ -53,8 +53,8 @@ def graph_target(graph, override: Target | None) -> Target:
 def channels_view(x: np.ndarray) -> np.ndarray:
     """(N, C, S) view of an (N, C, ...) tensor: quantizers work per channel on axis 1."""
     if x.ndim == 1:
-        return x.reshape(1, 1, -1)
-    return x.reshape(x.shape[0], x.shape[1], -1)
+        return x.reshape(1, 1, x.shape[0])
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
 def per_channel(values, channels: int, dtype) -> np.ndarray:
@@ -65,15 +65,46 @@ def per_channel(values, channels: int, dtype) -> np.ndarray:
 
 
 def quantizer_args(node, x: np.ndarray):
-    """(acc3d, multipliers..., mode, bounds) for the requant kernels from a QUANTIZER node."""
+    """(acc3d, multipliers..., mode, bounds) for the requant kernels from a QUANTIZER node.
+
+    Checks what the kernels take as preconditions (both engines call this): one
+    parameter per channel (or one for all), and for an integer rescale
+    |acc * multiplier| < 2^63, the int64 product the kernels form.
+    """
     from kernels.rounding import ROUNDING_NAMES
 
     attrs = node.attrs
     view = channels_view(x)
     mode = ROUNDING_NAMES[attrs["rounding"]]
     bounds = np.array([attrs["lo"], attrs["hi"]], dtype=np.int64)
-    channels = view.shape[1]
-    if attrs.get("mode", "float") == "float":
-        return view, (per_channel(attrs["scale"], channels, np.float64),), mode, bounds
-    return view, (per_channel(attrs["multiplier"], channels, np.int64),
-                  per_channel(attrs["shift"], channels, np.int64)), mode, bounds
+    params = rescale_params(node, view.shape[1])
+    if len(params) == 2 and view.size:
+        _check_int_product(node, view, params[0])
+    return view, params, mode, bounds
+
+
+def rescale_params(node, channels: int) -> tuple:
+    """A QUANTIZER's (scale,) or (multiplier, shift), one value per channel; a length
+    that is neither 1 nor `channels` is refused (the kernels would read past it)."""
+    attrs = node.attrs
+    names = ("scale",) if attrs.get("mode", "float") == "float" else ("multiplier", "shift")
+    params = []
+    for name in names:
+        size = np.size(attrs[name])
+        if size not in (1, channels):
+            raise ExecutionError(f"node '{node.name}' (Quantizer): {size} {name} values for "
+                                 f"{channels} channels (expected 1 or {channels})")
+        params.append(per_channel(attrs[name], channels, np.float64 if name == "scale" else np.int64))
+    return tuple(params)
+
+
+def _check_int_product(node, acc, multiplier) -> None:
+    """An integer rescale forms acc * multiplier in int64: refuse what would wrap."""
+    peak = max(abs(int(acc.max())), abs(int(acc.min())))
+    m_peak = int(np.abs(multiplier).max())
+    if peak * m_peak >= 1 << 63:
+        count = int(np.count_nonzero(np.abs(acc.astype(np.float64)) * m_peak >= 2.0 ** 63))
+        raise ExecutionError(
+            f"node '{node.name}' (Quantizer): {count} accumulator value(s) times the fixed-point "
+            f"multiplier {m_peak} exceed the int64 product of the rescale (largest |acc| {peak}); "
+            "use a narrower accumulator or the float rescale")

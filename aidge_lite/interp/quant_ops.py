@@ -66,7 +66,7 @@ def _int_avgpool(self, node, x):
 def _int_global_avgpool(self, node, x):
     if "rounding" not in node.attrs:
         return _global_avgpool(self, node, x)
-    sums = x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2).astype(np.int64)
+    sums = channels_view(x).sum(axis=2).astype(np.int64)
     count = int(np.prod(x.shape[2:]))
     mode = ROUNDING_NAMES[node.attrs["rounding"]]
     rounded = kernels.round_div_ref(sums, np.full(sums.shape, count, np.int64), mode)

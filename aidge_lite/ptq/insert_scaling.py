@@ -12,12 +12,17 @@ fed by a private rescaling chain (`walk.branch_rescaler` finds it).
 """
 from __future__ import annotations
 
+from ..errors import QuantizationError
 from ..ir import AFFINE, JOINING, Graph, Node, OpType
+from ..ir.node import META_SHAPE
 from .config import PassReport, PTQConfig
 from .walk import branch_rescaler
 
 
 def insert_scaling(graph: Graph, cfg: PTQConfig) -> PassReport:
+    for node in graph.topo_order():  # shapes are those `prepare` inferred: before any insertion
+        if node.op in JOINING:
+            _refuse_broadcasting(graph, node)
     inserted: list[str] = []
     for name in list(graph.inputs):
         inserted.append(_add_after(graph, name, "input"))
@@ -34,6 +39,18 @@ def insert_scaling(graph: Graph, cfg: PTQConfig) -> PassReport:
                 inserted.append(scaling.name)
         inserted.append(_add_after(graph, node.name, "join"))
     return PassReport("insert_scaling", bool(inserted), {"inserted": inserted})
+
+
+def _refuse_broadcasting(graph: Graph, node: Node) -> None:
+    """An element-wise join must see operands of one shape: one scale per element
+    stream, and the integer kernels do not broadcast."""
+    if node.op is OpType.CONCAT:
+        return
+    shapes = {tuple(graph.node(i).meta[META_SHAPE]) for i in node.inputs
+              if graph.node(i).meta.get(META_SHAPE) is not None}
+    if len(shapes) > 1:
+        raise QuantizationError(f"node '{node.name}' ({node.op.value}): operands of shapes "
+                                f"{sorted(shapes)} broadcast; the quantized graph needs equal shapes")
 
 
 def _scaling_node(graph: Graph, base: str, role: str) -> Node:

@@ -341,15 +341,8 @@ CORRUPTIONS = {
     "gemm_input_rank": _corrupt_gemm_input_rank,
     "add_operand_shape": _corrupt_add_operand_shape,
     "concat_operand_shape": _corrupt_concat_operand,
-    "quantizer_scale_length": pytest.param(_corrupt_quantizer_scale_length, marks=pytest.mark.xfail(
-        strict=True, reason="BUG: IntegerInterpreter passes a QUANTIZER's per-channel scale "
-        "(or multiplier/shift) whose length != channels straight to kernels.requant_float/"
-        "requant_int (quant_common.per_channel only broadcasts size-1 arrays): the kernel reads "
-        "multiplier[c] out of bounds and returns garbage silently; the reference raises")),
-    "pool_window_in_padding": pytest.param(_corrupt_pool_window_in_padding, marks=pytest.mark.xfail(
-        strict=True, reason="BUG: the integer engine does not check the pool kernels' "
-        "precondition (every window overlaps the input): a MaxPool whose pads >= kernel yields "
-        "the dtype minimum (-128) where the reference yields -inf, silently")),
+    "quantizer_scale_length": _corrupt_quantizer_scale_length,
+    "pool_window_in_padding": _corrupt_pool_window_in_padding,
 }
 
 
@@ -374,10 +367,6 @@ def test_corrupted_shapes_also_stop_the_reference(qnet, name):
         aidge_lite.run(q, TEST_X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: same as quantizer_scale_length for mode='int': a multiplier/shift vector whose "
-    "length != channels reaches kernels.requant_int unchecked (here 6 values for 4 channels: "
-    "silently truncated by the kernel loop)"))
 def test_corrupted_int_multiplier_length_is_refused(float_net):
     q = aidge_lite.quantize_network(float_net, CALIB, target=Target(rescale="fixed_point"))
     node = q.consumers("stem")[0]
@@ -402,13 +391,9 @@ def test_avgpool_ceil_mode_with_count_include_pad_is_refused_clearly():
 
 
 # ---------------------------------------------------------------------------
-# Known bugs found while testing (strict xfails: they flip when fixed)
+# Bugs found while testing (were strict xfails; fixed)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=ExecutionError, reason=(
-    "BUG: an empty batch (N=0) fails in both engines at the input quantizer: "
-    "quant_common.channels_view reshapes (0, C, ...) with -1 ('cannot reshape array of size 0'), "
-    "although check_input accepts N=0, float graphs run it and every kernel supports N=0"))
 def test_empty_batch(qnet):
     x = TEST_X[:0]
     ref = aidge_lite.run(qnet, x)["fc"]
@@ -416,15 +401,9 @@ def test_empty_batch(qnet):
     assert ref.shape == got.shape == (0, 5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: quantize_network accepts an Add whose operands broadcast ((N,4,H,W) + (N,1,H,W), "
-    "legal ONNX); the fake-quant reference runs it (NumPy broadcasting) but the integer engine "
-    "refuses it (ExecutionError 'operand shapes ... differ'): PTQ should refuse it or both "
-    "engines should agree"))
-def test_broadcasting_add_runs_in_both_engines_or_is_refused_by_ptq():
+def test_broadcasting_add_is_refused_by_ptq_naming_the_node():
+    """(N,4,H,W) + (N,1,H,W) is legal ONNX, but a quantized join needs equal shapes (the
+    integer kernels do not broadcast): the PTQ refuses it instead of letting the engines differ."""
     g = residual_net(second_branch_channels=1)
-    try:
-        q = aidge_lite.quantize_network(g, CALIB)
-    except aidge_lite.errors.QuantizationError:
-        return  # refusing it is a valid contract
-    _assert_bit_exact(q, TEST_X)
+    with pytest.raises(aidge_lite.errors.QuantizationError, match="'add'.*broadcast"):
+        aidge_lite.quantize_network(g, CALIB)

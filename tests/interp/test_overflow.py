@@ -257,15 +257,9 @@ def test_overflow_counts_are_per_run(q16, exact_acc, engine):
 
 
 # ---------------------------------------------------------------------------
-# Known bug: fixed-point requantization of a 64-bit accumulator
+# Fixed-point requantization of a 64-bit accumulator (was a strict xfail: wrapped silently)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with Target(acc_bits=64, rescale='fixed_point') a 16-bit Gemm's accumulator "
-    "(~2^36) times its Q31 multiplier (~2^30) exceeds 2^63; kernels.requant_int (and its "
-    "NumPy twin) document |acc*M| < 2^63 as a caller precondition, but neither PTQ nor the "
-    "engines check it: both engines silently agree on wrapped garbage (e.g. 963 instead of "
-    "29635) instead of raising or computing the exact product"))
 def test_fixed_point_requant_of_64_bit_accumulator_is_exact_or_refused():
     target = Target(acc_bits=64, rescale="fixed_point")
     q = aidge_lite.quantize_network(big_gemm_graph(), CALIB, nb_bits=16, target=target)
