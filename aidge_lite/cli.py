@@ -259,7 +259,8 @@ def cmd_quantize(args) -> int:
     qgraph = aidge_lite.quantize_network(
         graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
         no_quant=args.no_quant, clipping=args.clipping, cle=args.cle, optimize_signs=args.signs,
-        single_shift=args.single_shift, per_channel=args.per_channel, target=PROFILES[args.target],
+        single_shift=args.single_shift, per_channel=args.per_channel,
+        bias_correction=args.bias_correction, target=PROFILES[args.target],
         batch_size=args.batch_size,
     )
     report = rep.quantization_report(graph, qgraph, calib_x, test_x, test_y, batch_size=args.batch_size,
@@ -386,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-shift", action="store_true", help="power-of-two rescaling")
     p.add_argument("--cle", action="store_true", help="cross-layer equalization")
     p.add_argument("--per-channel", action="store_true", help="per-channel weight scales")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="correct each layer's mean output shift (empirical bias correction)")
     p.add_argument("--target", choices=tuple(PROFILES), default="default", help="integer target profile")
     p.add_argument("--calib-limit", type=_positive, metavar="N",
                    help="calibrate on N samples spread over the calibration split")

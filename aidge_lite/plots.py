@@ -52,7 +52,8 @@ def _short(name: str, limit: int = _NAME_CHARS) -> str:
 
 def _title(report: dict) -> str:
     opts = report.get("options") or {}
-    flags = [k for k in ("optimize_signs", "per_channel", "cle", "single_shift") if opts.get(k)]
+    flags = [k for k in ("optimize_signs", "per_channel", "cle", "single_shift", "bias_correction")
+             if opts.get(k)]
     extra = f", {', '.join(flags)}" if flags else ""
     return f"{report.get('model_spec') or report['model']}: {report.get('nb_bits')} bits, clipping {opts.get('clipping', 'max')}{extra}"
 

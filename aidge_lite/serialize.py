@@ -156,6 +156,7 @@ def write_entries(path, doc: dict | bytes, arrays: dict[str, np.ndarray], *, dig
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **entries)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a saved model is not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -320,3 +321,9 @@ def load(path) -> Graph:
     graph.inputs = list(inputs)
     graph.outputs = list(outputs)
     return graph
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

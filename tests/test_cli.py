@@ -327,3 +327,14 @@ def test_quantize_digits_full_split(tmp_path):
     assert rep["data"] == "digits" and rep["samples"] == {"calibration": 1078, "test": 719}
     assert rep["target"]["rounding"] == "half_even" and rep["bit_exact"]["mismatches"] == 0
     assert rep["accuracy"]["integer"] > 0.9 and "1078 calibration / 719 digits test images" in out
+
+
+def test_quantize_bias_correction_flag(tmp_path):
+    """--bias-correction reaches quantize_network and stays bit-exact (digits_mlp, 3 bits)."""
+    code, out, err = cli("quantize", "digits_mlp", "--bits", "3", "--clipping", "mse", "--signs",
+                         "--per-channel", "--bias-correction", "--calib-limit", "200", "--limit", "100",
+                         "--no-plots", "-o", tmp_path / "bc")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "bc" / "report.json").read_text())
+    assert rep["options"]["bias_correction"] is True
+    assert rep["bit_exact"]["mismatches"] == 0

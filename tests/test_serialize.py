@@ -268,3 +268,15 @@ def test_checksum_missing(saved):
                 np.lib.format.write_array(f, value, allow_pickle=False)
     with pytest.raises(FormatError, match="__checksum__"):
         serialize.load(saved)
+
+
+def test_saved_file_follows_the_umask(mnist8, tmp_path):
+    """The atomic write goes through a private temporary file; the result must not stay 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = serialize.save(mnist8, tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
