@@ -66,12 +66,12 @@ CLIPPING_MODES = ("max", "mse", "aa", "kl")
 FULL_BITS = (8, 6, 5, 4, 3)
 
 
-def full_grid() -> tuple[OptionSet, ...]:
+def full_grid(clippings=CLIPPING_MODES) -> tuple[OptionSet, ...]:
     """Every combination: clipping x signs x single shift x CLE x per-channel (64 sets)."""
     switches = (("signs", "optimize_signs"), ("shift", "single_shift"), ("cle", "cle"),
                 ("pc", "per_channel"))
     grid = []
-    for clipping in CLIPPING_MODES:
+    for clipping in clippings:
         for mask in range(1 << len(switches)):
             on = [(label, key) for i, (label, key) in enumerate(switches) if mask >> i & 1]
             label = "+".join([clipping] + [label for label, _ in on])
@@ -148,10 +148,12 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="accuracy", help="results file name (bench/results/<name>.md)")
     parser.add_argument("--full", action="store_true",
                         help="the full cross product (full_grid(), bits 8/6/5/4/3) instead of --grid")
+    parser.add_argument("--clippings", nargs="+", default=list(CLIPPING_MODES), choices=CLIPPING_MODES,
+                        help="with --full: the clipping modes to sweep")
     args = parser.parse_args(argv)
 
     info = machine_info()
-    grid = full_grid() if args.full else [o for o in OPTION_GRID if o.label in args.grid]
+    grid = full_grid(args.clippings) if args.full else [o for o in OPTION_GRID if o.label in args.grid]
     bits = FULL_BITS if args.full and args.bits == list(BITS) else args.bits
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows, notes = [], []

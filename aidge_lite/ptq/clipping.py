@@ -50,6 +50,11 @@ p_i = h_i / sum(h), q_i = Q[j(i)] / qNorm,
 D(c) = sum_{i: j(i) < nbQ, p_i != 0, q_i != 0} q_i log(q_i / p_i).
 Sums are accumulated sequentially in bin order, as the C++ loops do.
 
+With "kl", a signed node read only by ReLUs is histogrammed on max(x, 0) (what
+the ReLU keeps; its levels stay signed): KL on the magnitudes of a pre-ReLU
+tensor matched the negative bulk the ReLU discards and clipped lenet's conv1 to
+3 % of its range (41 % accuracy at 8 bits). MSE / mean-abs keep |x|.
+
 With "kl" the input quantizer is clipped by MSE instead: raw inputs are often
 discrete (digits' 17 grey levels), and KL on such a spiky histogram clipped
 digits_mlp's input to 1/16 of its range (29 % accuracy at 8 bits).
@@ -365,8 +370,10 @@ def optimize_clipping(graph: Graph, cfg: PTQConfig) -> PassReport:
         raise CalibrationError("optimize_clipping needs calibration data (a second read)")
     compat = cfg.compat == "aidge"
     bins = histogram_bins(cfg.nb_bits, cfg.compat)
+    # KL on the magnitudes of a signed pre-ReLU tensor fits the negative bulk the ReLU discards
+    # (lenet, 8 bits: conv1 clipped to 3 % of its range, 41 % accuracy): histogram what survives
     collect_histograms(graph, cfg.calibration, bins, binning="round" if compat else "floor",
-                       sign_aware=not compat)
+                       sign_aware=not compat, rectified=cfg.clipping == "kl" and not compat)
     ratios: dict[str, float] = {}
     skipped: list[str] = []
     for node in graph.topo_order():

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import QuantizationError
 from ..interp.reference import ReferenceInterpreter
-from ..ir import Graph
+from ..ir import Graph, OpType
 from ..ir.node import META_HIST, META_RANGE, META_SIGNED
 from .walk import RESCALING
 
@@ -89,7 +89,8 @@ class HistogramObserver(ReferenceInterpreter):
     batches as wanted, then read `hists` (or call `store` to write them to meta).
     """
 
-    def __init__(self, graph: Graph, bins: int, *, binning: str = "floor", sign_aware: bool = True):
+    def __init__(self, graph: Graph, bins: int, *, binning: str = "floor", sign_aware: bool = True,
+                 rectified: bool = False):
         super().__init__(np.float64)
         if binning not in BINNINGS:
             raise QuantizationError(f"binning must be one of {BINNINGS}, got {binning!r}")
@@ -105,6 +106,8 @@ class HistogramObserver(ReferenceInterpreter):
                     f"node '{node.name}': no calibrated range; histograms need `calibrate` first"
                 )
             unsigned = sign_aware and node.meta.get(META_SIGNED, True) is False
+            # `rectified`: a node read only by ReLUs is histogrammed on max(x, 0), what survives
+            unsigned = unsigned or (rectified and _feeds_only_relus(graph, node.name))
             self.specs[node.name] = (float(node.meta[META_RANGE]), unsigned)
         self.hists = {name: np.zeros(self.bins, dtype=np.int64) for name in self.specs}
 
@@ -122,14 +125,20 @@ class HistogramObserver(ReferenceInterpreter):
             graph.node(name).meta[META_HIST] = hist
 
 
+def _feeds_only_relus(graph: Graph, name: str) -> bool:
+    consumers = graph.consumers(name)
+    return bool(consumers) and name not in graph.outputs and all(c.op is OpType.RELU for c in consumers)
+
+
 def collect_histograms(graph: Graph, calibration, bins: int, *, binning: str = "floor",
-                       sign_aware: bool = True) -> dict[str, np.ndarray]:
+                       sign_aware: bool = True, rectified: bool = False) -> dict[str, np.ndarray]:
     """Stream `calibration` (a `CalibrationSet`) through `graph` and store `meta["hist"]`.
 
     Returns {rescaling node name: int64 counts}. A one-shot iterator already
     read by `calibrate` makes `CalibrationSet.batches` raise `CalibrationError`.
     """
-    observer = HistogramObserver(graph, bins, binning=binning, sign_aware=sign_aware)
+    observer = HistogramObserver(graph, bins, binning=binning, sign_aware=sign_aware,
+                                 rectified=rectified)
     for batch in calibration.batches(graph):
         observer.run(graph, batch)
     observer.store(graph)

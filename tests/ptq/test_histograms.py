@@ -137,3 +137,24 @@ def test_one_shot_iterator_cannot_be_read_twice():
     cfg = calibrated(graph, iter([data[:64], data[64:]]))
     with pytest.raises(CalibrationError, match="one-shot"):
         collect_histograms(graph, cfg.calibration, 64)
+
+
+def test_rectified_histograms_keep_what_the_relu_keeps():
+    """rectified=True: a node read only by ReLUs is histogrammed on max(x, 0) (its negatives
+    land in bin 0); the others (input, the output layer) keep |x|."""
+    data = B.mlp_calibration(200, seed=1)
+    graph = B.mlp3()
+    cfg = calibrated(graph, data)
+    plain = {k: v.copy() for k, v in collect_histograms(graph, cfg.calibration, 64).items()}
+    rect = collect_histograms(graph, cfg.calibration, 64, rectified=True)
+    env = intermediates(graph, data)
+    feeds_relu = {n.name for n in graph.topo_order() if n.op in RESCALING and graph.consumers(n.name)
+                  and all(c.op is OpType.RELU for c in graph.consumers(n.name))}
+    assert len(feeds_relu) == 2  # after fc1 and fc2
+    for name in rect:
+        if name in feeds_relu:
+            negatives = int(np.count_nonzero(env[name] < 0))
+            assert negatives > 0 and rect[name][0] >= negatives
+            assert not np.array_equal(rect[name], plain[name])
+        else:
+            np.testing.assert_array_equal(rect[name], plain[name])
