@@ -100,6 +100,9 @@ def ort_session(model, threads):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    # ORT's pool threads otherwise spin after each run and steal the second core from the
+    # next row of the round-robin (our 2-thread median doubled on an idle machine)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
