@@ -66,14 +66,17 @@ def conv2d(x, w, bias, geometry):
     calls one jitted body compiled for those types only.
     """
     return _conv2d_body(as_operand(x), as_operand(w), as_array(bias, np.int64),
-                        as_array(geometry, np.int64))
+                        as_array(geometry, np.int64), numba.get_num_threads())
 
 
 @numba.njit(cache=True)
-def _conv2d_body(x, w, bias, geometry):
-    """:func:`conv2d` on canonical operands (int16 or int64 x and w, int64 bias)."""
+def _conv2d_body(x, w, bias, geometry, threads):
+    """:func:`conv2d` on canonical operands (int16 or int64 x and w, int64 bias).
+
+    ``threads``: as for ``kernels.gemm._gemm_body`` (balances the implicit GEMM).
+    """
     if _fast_ok(x, w, geometry):
-        return _conv2d_int16(x, w, bias, geometry)
+        return _conv2d_int16(x, w, bias, geometry, threads)
     return _conv2d_direct(x, w, bias, geometry)
 
 
@@ -146,7 +149,7 @@ def _depthwise_setup(x, w, geometry):
 
 
 @numba.njit(cache=True)
-def _conv2d_int16(x, w, bias, geometry):
+def _conv2d_int16(x, w, bias, geometry, threads):
     """The exact int16/int32 path of :func:`conv2d` (bounds checked by the caller)."""
     n_batch, c_in, h, wd = x.shape
     k_out, cg, kh_size, kw_size = w.shape
@@ -164,7 +167,7 @@ def _conv2d_int16(x, w, bias, geometry):
         rowconv_run(wq, xq, xtaps, geo, bias64, out.reshape((n_batch, k_out, oh_size, ow_size)))
     else:
         xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
-        igemm_run(xbuf, geo, taps, kp, bp, bias64, out)
+        igemm_run(xbuf, geo, taps, kp, bp, bias64, out, threads)
     return out.reshape((n_batch, k_out, oh_size, ow_size))
 
 
@@ -245,7 +248,7 @@ def _conv2d_requant_body(x, w, bias, geometry, multiplier, params):
         minmax[0] = blocks[:, 0].min()
         minmax[1] = blocks[:, 1].max()
         return out.reshape((n_batch, k_out, oh_size, ow_size)), minmax
-    acc = _conv2d_body(x, w, bias, geometry)
+    acc = _conv2d_body(x, w, bias, geometry, 1)  # not the fast path: threads unused
     out = np.empty((n_batch, k_out, oh_size * ow_size), np.int16)
     if acc.size:
         minmax[0] = acc.min()

@@ -32,12 +32,17 @@ def gemm(a, b, bias):
     function: it widens the operands to int16 / int64 (:mod:`kernels.canonical`),
     then calls one jitted body compiled for those types only.
     """
-    return _gemm_body(as_operand(a), as_operand(b), as_array(bias, np.int64))
+    return _gemm_body(as_operand(a), as_operand(b), as_array(bias, np.int64),
+                      numba.get_num_threads())
 
 
 @numba.njit(cache=True)
-def _gemm_body(a, b, bias):
-    """:func:`gemm` on canonical operands (int16 or int64 a and b, int64 bias)."""
+def _gemm_body(a, b, bias, threads):
+    """:func:`gemm` on canonical operands (int16 or int64 a and b, int64 bias).
+
+    ``threads`` is the caller's ``numba.get_num_threads()``: read in Python,
+    because calling it in jitted code makes Numba refuse to cache the function.
+    """
     m_size, k_size = a.shape
     n_size = b.shape[1]
     if (m_size > 0 and n_size > 0 and k_size > 0
@@ -51,7 +56,7 @@ def _gemm_body(a, b, bias):
         bp = pack_gemm_weights(b, pw, kp)
         geo = np.array([m_size, 1, 1, k_size, 0, 0, 1, 0, n_size, pw, 0], np.int64)
         out = np.empty((m_size, n_size, 1), np.int64)
-        igemm_run(xbuf, geo, np.zeros(1, np.int64), kp, bp, bias.astype(np.int64), out)
+        igemm_run(xbuf, geo, np.zeros(1, np.int64), kp, bp, bias.astype(np.int64), out, threads)
         return out.reshape((m_size, n_size))
     out = np.empty((m_size, n_size), np.int64)
     for i in range(m_size):

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 import kernels
 from kernels import (conv2d, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm, gemm_ref,
                      requant_float, requant_float_ref)
-from kernels.igemm import int32_exact, max_abs
+from kernels.canonical import as_operand
+from kernels.igemm import _panel_split, int32_exact, max_abs
 from tests.strategies import conv2d_cases
 
 
@@ -69,6 +70,14 @@ def test_int32_exact_bound():
     assert int32_exact(32767, 32767, 1)
     assert not int32_exact(32767, 32767, 3)
     assert max_abs(np.array([-128, 5], np.int8)) == 128
+
+
+@given(st.lists(st.integers(-(2 ** 15), 2 ** 15 - 1), max_size=40),
+       st.sampled_from([np.int16, np.int64]))
+def test_max_abs_matches_numpy(values, dtype):
+    a = np.array(values, dtype)
+    assert max_abs(a) == (int(np.abs(a.astype(np.int64)).max()) if a.size else 0)
+    assert max_abs(a.reshape(1, -1)[:, ::-1]) == max_abs(a)  # any shape / stride
 
 
 @pytest.mark.parametrize("mkn", [(1, 1, 1), (7, 5, 3), (97, 33, 20), (64, 64, 64), (13, 1000, 9),
@@ -150,3 +159,39 @@ def test_set_threads_round_trip():
     for n in (1, kernels.max_threads()):
         with kernels.with_threads(n):
             np.testing.assert_array_equal(conv2d(x, w, b, geom()), conv2d_ref(x, w, b, geom()))
+
+
+def test_panel_split_balances_few_blocks():
+    split = _panel_split.py_func
+    assert split(11, 64, 1) == 1            # one thread: nothing to balance
+    assert split(11, 64, 2) == 2            # 1024-row GEMM: 22 equal parts
+    assert split(12, 64, 2) == 1            # already even
+    assert split(33, 4, 2) == 1             # many blocks balance by themselves
+    assert split(11, 64, 4) == 4
+    assert split(3, 1, 2) == 1              # one panel cannot be split
+
+
+@pytest.mark.parametrize("m, n", [(11 * 96 - 5, 40), (1, 33), (97, 16), (3 * 96, 48)])
+def test_gemm_split_by_panels_matches_ref(m, n, rng):
+    # The split depends only on the thread count the entry point passes down,
+    # so every split is exercised here whatever the machine's core count.
+    a = rng.integers(0, 256, (m, 70)).astype(np.uint8)
+    b = rng.integers(-128, 128, (70, n)).astype(np.int8)
+    bias = rng.integers(-10_000, 10_000, n).astype(np.int32)
+    want = gemm_ref(a, b, bias)
+    for threads in (1, 2, 3, 4):
+        got = gemm.jitted(as_operand(a), as_operand(b), bias.astype(np.int64), threads)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("layer", LAYERS[:5], ids=range(5))
+def test_conv_split_by_panels_matches_ref(layer, rng):
+    x_shape, w_shape, g = layer
+    x = rng.integers(0, 256, (1,) + x_shape[1:]).astype(np.uint8)  # one image: few blocks
+    w = rng.integers(-128, 128, w_shape).astype(np.int8)
+    bias = rng.integers(-1000, 1000, w_shape[0]).astype(np.int32)
+    want = conv2d_ref(x, w, bias, g)
+    for threads in (2, 3):
+        got = conv2d.jitted(as_operand(x), as_operand(w), bias.astype(np.int64),
+                            np.asarray(g, np.int64), threads)
+        np.testing.assert_array_equal(got, want)

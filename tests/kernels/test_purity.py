@@ -2,6 +2,9 @@
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,19 @@ def test_all_jitted_functions_use_cache_and_no_fastmath():
             if isinstance(obj, CPUDispatcher):
                 assert not isinstance(obj._cache, NullCache), obj.__name__
                 assert not obj.targetoptions.get("fastmath"), obj.__name__
+
+
+def test_gemm_compiles_into_the_disk_cache(tmp_path):
+    # Numba skips the on-disk cache of a function holding dynamic globals
+    # (numba.get_num_threads() in jitted code is one) with only a warning, and
+    # every process then recompiles it. A fresh process with an empty cache
+    # directory shows it; the GEMM path covers the shared implicit-GEMM driver.
+    script = ("import numpy as np, kernels\n"
+              "kernels.gemm(np.ones((64, 18), np.uint8), np.ones((18, 16), np.int8),"
+              " np.zeros(16, np.int32))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, cwd=Path(kernels.__file__).parents[1])
+    assert "Cannot cache" not in run.stderr, run.stderr
+    cached = {p.name.split(".")[1].rsplit("-", 1)[0] for p in tmp_path.rglob("*.nbi")}
+    assert {"igemm_run", "_gemm_body"} <= cached, cached
