@@ -310,7 +310,7 @@ def _panel_split(nblocks, npanel, threads):
     """Parts each pixel block's weight panels are cut into, so threads get equal work.
 
     Few blocks that do not divide evenly among the threads (a 1024-row GEMM
-    has 11 blocks: 6 + 5 on two threads, 45 % idle time on one of them) are
+    has 11 blocks: 6 + 5 on two threads, one idle for a sixth of the run) are
     split by panels; many blocks balance by themselves, and splitting repeats
     the per-block row set-up (and the fused im2col gather), so they are not.
     """
