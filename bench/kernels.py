@@ -459,7 +459,7 @@ def targets(results, scaling) -> str:
     ours_w, ours_c, e1, _ = get(resnet, "ours conv2d u8 x s8 -> int64")
     ort_w, ort_c, e2, _ = get(resnet, "onnxruntime QLinearConv u8 x s8")
     ref_w, ref_c, e3, _ = get(resnet, "onnx.reference QLinearConv u8 x s8")
-    g1_w, g1_c, e4, g1_best = get("GEMM 1024x1024x1024", "ours gemm u8 x s8 -> int64")
+    g1_w, g1_c, e4, _ = get("GEMM 1024x1024x1024", "ours gemm u8 x s8 -> int64")
     ops = 2 * 1024 ** 3
     rows = []
 
