@@ -114,21 +114,23 @@ def int32_exact(ax, aw, kdim):
     return ax * aw * kdim <= INT32_MAX
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def nhwc_int16(x, pt, pb, pl, pr):
     """Zero-padded NHWC int16 copy of an (N, C, H, W) array, flat, plus SLACK zeros.
 
     Values must fit int16 (checked by the caller with :func:`max_abs`).
+    Image rows are copied in parallel: serial, this copy was 13 % of a
+    one-image ResNet 3x3 conv and capped its 2-thread speed-up.
     """
     n_size, c_size, h, w = x.shape
     hp, wp = h + pt + pb, w + pl + pr
     buf = np.zeros(n_size * hp * wp * c_size + SLACK, np.int16)
-    for n in range(n_size):
+    for r in numba.prange(n_size * h):
+        n, i = r // h, r % h
         for c in range(c_size):
-            for i in range(h):
-                row = ((n * hp + i + pt) * wp + pl) * c_size + c
-                for j in range(w):
-                    buf[row + j * c_size] = x[n, c, i, j]
+            row = ((n * hp + i + pt) * wp + pl) * c_size + c
+            for j in range(w):
+                buf[row + j * c_size] = x[n, c, i, j]
     return buf
 
 
