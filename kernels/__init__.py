@@ -1,5 +1,7 @@
 """Pure integer kernels of aidge_lite: arrays and ints in, arrays out.
 
+(One float kernel: ``histogram``, the magnitude histogram of calibration.)
+
 Every jitted kernel ``<op>`` has a vectorised NumPy twin ``<op>_ref`` with the
 same signature that serves as its specification. Rounding rules live in
 :mod:`kernels.rounding`.
@@ -11,6 +13,7 @@ from .conv import (conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant,
 from .elementwise import (add, add_ref, clip, clip_ref, concat2, concat2_ref,
                           relu, relu_ref)
 from .gemm import gemm, gemm_ref
+from .histogram import histogram, histogram_ref
 from .threads import get_threads, max_threads, set_threads, with_threads
 from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
                    maxpool2d, maxpool2d_ref, pool2d_output_shape)
@@ -27,7 +30,7 @@ __all__ = [
     "conv2d", "conv2d_ref", "conv2d_output_shape", "output_extent",
     "conv2d_requant", "conv2d_requant_ref",
     "set_threads", "get_threads", "max_threads", "with_threads",
-    "gemm", "gemm_ref",
+    "gemm", "gemm_ref", "histogram", "histogram_ref",
     "fit_accumulator", "fit_accumulator_ref",
     "requant_float", "requant_float_ref", "requant_int", "requant_int_ref",
     "quantize_multiplier",

@@ -10,6 +10,17 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
+# Column-matrix bytes per matmul. The matrix is ~KH*KW times the input; at
+# 4 MB it stays in the last-level cache between the copy and the matmul:
+# mnist-8 calibration (two float64 passes over 1,000 images) 0.52 -> 0.38 s vs
+# 32 MB. The chunk sets the matmul's width, and BLAS may sum a column in
+# another order at another width (its edge kernels): float outputs can move
+# in the last bit with it, as they already did with the batch size. Measured
+# on the zoo: the quantized graphs of 36 model x option cases bit-identical,
+# float32 logits of 2,000 test images within 1 ulp, no prediction changed.
+CHUNK_BYTES = 4 << 20
+
+
 def _patch(xp, i, j, strides, dilations, out_hw):
     """The (…, OH, OW) view of padded `xp` seen by kernel offset (i, j)."""
     (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
@@ -32,7 +43,7 @@ def _pad_hw(x, pads, extra, value):
 def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
     """Grouped 2-D convolution, NCHW, zero padding; bias optional.
 
-    im2col in batch chunks of about 32 MB, then one matmul per chunk and group.
+    im2col in batch chunks of about CHUNK_BYTES, then one matmul per chunk and group.
     The columns are laid out (group, C/group*KH*KW, N*OH*OW): the gather then
     copies whole output rows (contiguous along W), ~4x faster than putting the
     kernel taps innermost when C/group is small (mnist-8's first layer).
@@ -47,7 +58,7 @@ def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
     if compute != dtype:
         x = x.astype(compute)
     per_image = max(group * oh * ow * cg * kh * kw * compute.itemsize, 1)
-    chunk = max(1, (32 << 20) // per_image)
+    chunk = max(1, CHUNK_BYTES // per_image)
     y = np.empty((n, k, oh, ow), dtype)
     for start in range(0, n, chunk):
         xs = x[start:start + chunk]

@@ -124,6 +124,28 @@ def test_unsigned_nodes_are_binned_on_their_positive_part():
     np.testing.assert_array_equal(compat["fc1_scaling"], histogram(value, fc1.meta[META_RANGE], 128))
 
 
+def test_histogram_is_the_count_of_bin_indices():
+    values = np.random.default_rng(5).standard_normal(5000) * 3.0
+    edges = np.arange(-40, 41) / 2 * 4.0 / 16  # bin edges and midpoints of 16 bins over [0, 4]
+    for v in (values, edges):
+        for binning in ("floor", "round"):
+            want = np.bincount(bin_indices(np.abs(v), 4.0, 16, binning), minlength=16)
+            np.testing.assert_array_equal(histogram(v, 4.0, 16, binning=binning), want)
+
+
+def test_nan_activation_is_reported_with_its_node():
+    data = B.mlp_calibration(50, seed=2)
+    graph = B.mlp3()
+    cfg = calibrated(graph, data)
+    fc2 = [n for n in graph.topo_order() if n.op is OpType.GEMM and "fc2" in n.name][0]
+    weight = fc2.inputs[1]
+    poisoned = graph.constant(weight).copy()
+    poisoned[0, 0] = np.nan
+    graph.set_constant(weight, poisoned)
+    with pytest.raises(QuantizationError, match=r"node '\w*fc2\w*'.*NaN"):
+        collect_histograms(graph, cfg.calibration, 64)
+
+
 def test_observer_needs_calibrated_ranges():
     graph = B.mlp3()
     run_pipeline(graph, PTQConfig(), (prepare, insert_scaling))
