@@ -89,6 +89,12 @@ def requant_float(acc, multiplier, mode, bounds, out):
     n_size, c_size, s_size = acc.shape
     if -(2 ** 53) <= lo and hi <= 2 ** 53:  # bounds exact in float64: clamp, then convert
         flo, fhi = np.float64(lo), np.float64(hi)
+        if s_size == 1:  # Gemm outputs (N, C, 1): channels innermost, not one-element rows
+            for n in range(n_size):
+                for c in range(c_size):
+                    r = round_float(np.float64(acc[n, c, 0]) * multiplier[c], mode)
+                    out[n, c, 0] = np.int64(min(max(r, flo), fhi))
+            return out
         for n in range(n_size):
             for c in range(c_size):
                 m = multiplier[c]

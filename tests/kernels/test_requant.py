@@ -45,6 +45,15 @@ def run_both(kernel, ref, *args):
                np.empty((1, 1, 3), np.int64)))  # float(INT64_MAX) == 2^63 must clip, not wrap
 @example(args=(acc3([-7, 300, 0]), np.array([1.0]), 3, np.array([0, 255]), np.empty((1, 1, 3), np.uint8)))
 @example(args=(np.zeros((2, 0, 3), np.int64), np.zeros(0), 0, INT8, np.empty((2, 0, 3), np.int8)))
+# Gemm outputs (N, C, 1), the channels-innermost loop: ties per mode, per-channel multipliers
+@example(args=(np.array([[5, -5, 3], [-3, 1, 300]], np.int64)[:, :, None], np.array([0.5, 0.5, 1.0]),
+               0, INT8, np.empty((2, 3, 1), np.int8)))
+@example(args=(np.array([[5, -5, 3], [-3, 1, -300]], np.int64)[:, :, None], np.array([0.5, 0.25, 1.0]),
+               1, INT8, np.empty((2, 3, 1), np.int16)))
+@example(args=(np.array([[5, -5, 7, -7]], np.int64)[:, :, None], np.array([0.5, 0.5, 0.5, 0.5]),
+               2, INT8, np.empty((1, 4, 1), np.int8)))
+@example(args=(np.array([[5, -5, 7, -7]], np.int64)[:, :, None], np.array([0.5, 0.5, 0.5, 0.5]),
+               3, np.array([0, 255]), np.empty((1, 4, 1), np.uint8)))
 def test_requant_float_matches_ref(args):
     run_both(requant_float, requant_float_ref, *args)
 
