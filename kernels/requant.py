@@ -9,7 +9,8 @@ import math
 import numba
 import numpy as np
 
-from .rounding import round_div_pow2, round_div_pow2_ref, round_float, round_float_ref
+from .rounding import (FLOOR, HALF_AWAY, HALF_EVEN, HALF_UP, _resolve, round_div_pow2,
+                       round_div_pow2_ref, round_float, round_float_ref)
 
 
 def quantize_multiplier(m):
@@ -124,6 +125,48 @@ def _shift_left_clipped(v, s, lo, hi):
     return v << s
 
 
+_LOW32 = np.int64(0xFFFFFFFF)
+_INT64_MAX = np.int64(np.iinfo(np.int64).max)
+
+
+@numba.njit(cache=True)
+def _wide_requant(a, m, sh, mode, lo, hi):
+    """``clip(round(a * m / 2**sh), lo, hi)`` exactly when ``a * m`` may not fit int64.
+
+    ``|m| < 2**31``: the product is formed as ``P = top * 2**32 + low`` with
+    ``low`` in [0, 2**32) (``a`` split into its high and low 32 bits, both
+    partial products < 2**63), then floor-divided by ``2**sh`` in two words
+    and rounded from the exact remainder, as :func:`round_div_pow2` does.
+    """
+    h_part = (a >> 32) * m
+    l_part = (a & _LOW32) * m
+    top = h_part + (l_part >> 32)
+    low = l_part & _LOW32
+    if -(np.int64(1) << 31) <= top < (np.int64(1) << 31):  # P fits int64: the plain path
+        v = (top << 32) | low
+        if sh < 0:
+            return _shift_left_clipped(v, -sh, lo, hi)
+        return min(max(round_div_pow2(v, sh, mode), lo), hi)
+    # |P| >= 2**63 from here: a left shift (or none) only grows it past the bounds.
+    if sh <= 0:
+        return lo if top < 0 else hi
+    if sh >= 32:
+        k = sh - 32
+        q = top >> k
+        rem = ((top & ((np.int64(1) << k) - 1)) << 32) | low  # < 2**sh <= 2**62
+    else:
+        k = 32 - sh
+        if not -(np.int64(1) << (31 + sh)) <= top < (np.int64(1) << (31 + sh)):
+            return lo if top < 0 else hi  # |quotient| >= 2**63: beyond any int64 bound
+        q = (top << k) + (low >> sh)
+        rem = low & ((np.int64(1) << sh) - 1)
+    half = np.int64(1) << (sh - 1)
+    cmp = -1 if rem < half else (1 if rem > half else 0)
+    if q == _INT64_MAX and mode != FLOOR and cmp >= 0:
+        return hi  # rounds up to 2**63
+    return min(max(_resolve(q, cmp, (q & 1) != 0, mode), lo), hi)
+
+
 @numba.njit(cache=True)
 def requant_int(acc, multiplier, shift, mode, bounds, out):
     """``out = clip(round(acc * multiplier[c] / 2**shift[c]), lo, hi)``.
@@ -150,18 +193,24 @@ def requant_int(acc, multiplier, shift, mode, bounds, out):
 
     Notes
     -----
-    Precondition (caller guarantees): ``|acc * multiplier| < 2**63``, e.g.
-    ``|acc| < 2**31`` and ``multiplier < 2**31``; the product is then exact
-    in int64 and rounded once, exactly. A left shift (``shift < 0``) saturates
-    at the bounds instead of overflowing.
+    Exact for every int64 ``acc`` and ``|multiplier| < 2**31``: the product
+    is formed in int64 when ``|acc| < 2**32`` and in two 32-bit words
+    otherwise (a 16-bit model's int64 accumulators reach ``2**33`` and more),
+    and rounded once, exactly. A left shift (``shift < 0``) saturates at the
+    bounds instead of overflowing.
     """
     lo, hi = bounds[0], bounds[1]
     n_size, c_size, s_size = acc.shape
+    wide = np.int64(1) << 32  # |a| < 2**32 and |m| < 2**31: a * m fits int64
     for n in range(n_size):
         for c in range(c_size):
             m, sh = multiplier[c], shift[c]
             for s in range(s_size):
-                v = acc[n, c, s] * m
+                a = acc[n, c, s]
+                if not -wide < a < wide:
+                    out[n, c, s] = _wide_requant(a, m, sh, mode, lo, hi)
+                    continue
+                v = a * m
                 if sh < 0:
                     out[n, c, s] = _shift_left_clipped(v, -sh, lo, hi)
                 else:
@@ -180,13 +229,27 @@ def requant_float_ref(acc, multiplier, mode, bounds, out):
     return out
 
 
+def _requant_python(a, m, sh, mode, lo, hi):
+    """``clip(round(a * m / 2**sh), lo, hi)`` in Python ints (no width limit)."""
+    v = a * m
+    if sh <= 0:
+        return min(max(v << -sh, lo), hi)
+    q, rem, half = v >> sh, v & ((1 << sh) - 1), 1 << (sh - 1)
+    up = {FLOOR: False, HALF_UP: rem >= half, HALF_EVEN: rem > half or (rem == half and q & 1),
+          HALF_AWAY: rem > half or (rem == half and v >= 0)}[mode]
+    return min(max(q + int(up), lo), hi)
+
+
 def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
     """NumPy twin of :func:`requant_int` (the spec).
 
-    The left-shift saturation thresholds are computed with Python ints.
+    The left-shift saturation thresholds are computed with Python ints, and so
+    is every element whose product ``acc * multiplier`` may leave int64.
     """
     lo, hi = int(bounds[0]), int(bounds[1])
-    v = acc * multiplier.astype(np.int64)[None, :, None]
+    # float64 estimate of |acc * m| with a 2x margin: every product >= 2**63 is flagged
+    wide = np.abs(acc.astype(np.float64)) * np.abs(multiplier.astype(np.float64))[None, :, None] >= 2.0 ** 62
+    v = acc * multiplier.astype(np.int64)[None, :, None]  # wraps where `wide`: replaced below
     shift = shift.astype(np.int64)
     right = round_div_pow2_ref(v, np.maximum(shift, 0)[None, :, None], mode)
     res = np.clip(right, lo, hi)
@@ -196,5 +259,7 @@ def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
         vc = v[:, c]
         res[:, c] = np.where(vc > v_hi, hi, np.where(vc < v_lo, lo,
                                                      np.clip(vc, v_lo, v_hi) << s))
+    for n, c, s in zip(*np.nonzero(wide)):
+        res[n, c, s] = _requant_python(int(acc[n, c, s]), int(multiplier[c]), int(shift[c]), mode, lo, hi)
     out[...] = res
     return out

@@ -123,10 +123,10 @@ def requant_float_cases(draw):
 def requant_int_cases(draw):
     """``(acc, multiplier, shift, mode, bounds, out)`` for ``requant_int``.
 
-    Respects the precondition ``|acc * multiplier| < 2**63`` via
-    ``|acc| <= 2**31`` and ``multiplier < 2**31``.
+    Accumulators up to 2**31 (products that fit int64) or over the whole int64
+    range (the two-word product path), multipliers below 2**31 in magnitude.
     """
-    acc, bounds, out = draw(_acc_and_out(2 ** 31))
+    acc, bounds, out = draw(_acc_and_out(draw(st.sampled_from([2 ** 31, INT64_MAX]))))
     mult = st.one_of(st.integers(2 ** 30, 2 ** 31 - 1), st.integers(-16, 16), st.just(1))
     c = acc.shape[1]
     multiplier = np.array([draw(mult) for _ in range(c)], np.int64)

@@ -68,8 +68,7 @@ def quantizer_args(node, x: np.ndarray):
     """(acc3d, multipliers..., mode, bounds) for the requant kernels from a QUANTIZER node.
 
     Checks what the kernels take as preconditions (both engines call this): one
-    parameter per channel (or one for all), and for an integer rescale
-    |acc * multiplier| < 2^63, the int64 product the kernels form.
+    parameter per channel (or one for all).
     """
     from kernels.rounding import ROUNDING_NAMES
 
@@ -78,14 +77,13 @@ def quantizer_args(node, x: np.ndarray):
     mode = ROUNDING_NAMES[attrs["rounding"]]
     bounds = np.array([attrs["lo"], attrs["hi"]], dtype=np.int64)
     params = rescale_params(node, view.shape[1])
-    if len(params) == 2 and view.size:
-        _check_int_product(node, view, params[0])
     return view, params, mode, bounds
 
 
 def rescale_params(node, channels: int) -> tuple:
     """A QUANTIZER's (scale,) or (multiplier, shift), one value per channel; a length
-    that is neither 1 nor `channels` is refused (the kernels would read past it)."""
+    that is neither 1 nor `channels` is refused (the kernels would read past it), and
+    so is a multiplier of 2^31 or more."""
     attrs = node.attrs
     names = ("scale",) if attrs.get("mode", "float") == "float" else ("multiplier", "shift")
     params = []
@@ -95,16 +93,9 @@ def rescale_params(node, channels: int) -> tuple:
             raise ExecutionError(f"node '{node.name}' (Quantizer): {size} {name} values for "
                                  f"{channels} channels (expected 1 or {channels})")
         params.append(per_channel(attrs[name], channels, np.float64 if name == "scale" else np.int64))
+    if len(params) == 2 and params[0].size and int(np.abs(params[0]).max()) >= 1 << 31:
+        # the kernels form acc * multiplier exactly for |multiplier| < 2^31 (a Q31 mantissa)
+        raise ExecutionError(f"node '{node.name}' (Quantizer): fixed-point multiplier "
+                             f"{int(np.abs(params[0]).max())} is not below 2^31")
     return tuple(params)
 
-
-def _check_int_product(node, acc, multiplier) -> None:
-    """An integer rescale forms acc * multiplier in int64: refuse what would wrap."""
-    peak = max(abs(int(acc.max())), abs(int(acc.min())))
-    m_peak = int(np.abs(multiplier).max())
-    if peak * m_peak >= 1 << 63:
-        count = int(np.count_nonzero(np.abs(acc.astype(np.float64)) * m_peak >= 2.0 ** 63))
-        raise ExecutionError(
-            f"node '{node.name}' (Quantizer): {count} accumulator value(s) times the fixed-point "
-            f"multiplier {m_peak} exceed the int64 product of the rescale (largest |acc| {peak}); "
-            "use a narrower accumulator or the float rescale")

@@ -37,18 +37,7 @@ HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_ba
 
 def check_bit_exact(case: QuantizedGraphCase) -> None:
     graph = case.graph
-    try:
-        run = run_engines(graph, case.test_x, intermediates=True)
-    except ExecutionError as exc:
-        # By design (README limitations): a fixed-point rescale forms acc * multiplier in
-        # int64 and refuses a product that would wrap (16-bit operands saturated past
-        # their calibrated range reach it). Both engines must refuse, with the same message.
-        if case.target.rescale != "fixed_point" or "int64 product" not in str(exc):
-            raise
-        with pytest.raises(ExecutionError) as integer_error:
-            aidge_lite.run(graph, case.test_x, engine="integer")
-        assert str(integer_error.value) == str(exc)
-        return
+    run = run_engines(graph, case.test_x, intermediates=True)
     assert_bit_exact(graph, run)  # every tensor, the fused production path, overflow counts
     overflows = run.integer_interp.policy.overflows
     assert len(run.warnings) == 2 * len(overflows)  # one warning per node per engine
@@ -124,6 +113,42 @@ def test_per_channel_int_rescale_before_gemm_quantizes(rescale):
     x = rng.normal(size=(3, 1, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(aidge_lite.run(q, x, engine="integer")["fc"].astype(np.float64),
                                   aidge_lite.run(q, x)["fc"])
+
+
+def wide_gemm_16bit(rounding="half_away"):
+    """A 64-input Gemm with same-sign weights, quantized at 16 bits, fixed-point rescale."""
+    rng = np.random.default_rng(3)
+    g = Graph("wide_gemm")
+    g.add(Node("x", OpType.INPUT, attrs={"shape": [None, 64], "dtype": "float32"}))
+    g.add_constant("w", rng.uniform(0.5, 1.0, size=(3, 64)).astype(np.float32))  # same signs:
+    g.add_constant("b", np.zeros(3, np.float32))                                  # sums add up
+    g.add(Node("fc", OpType.GEMM, ["x", "w", "b"], {"transB": 1}))
+    g.outputs = ["fc"]
+    calib = rng.uniform(-1.0, 1.0, size=(8, 64)).astype(np.float32)
+    return aidge_lite.quantize_network(
+        g, calib, nb_bits=16, target=Target(rescale="fixed_point", acc_bits=64, rounding=rounding))
+
+
+@pytest.mark.parametrize("rounding", ["half_away", "half_even", "floor"])
+def test_16_bit_fixed_point_products_beyond_int64_are_exact(rounding):
+    # Found by the slow profile: 16-bit operands, an int64 accumulator, inputs far past the
+    # calibrated range. |acc| >= 2^32 times a Q31 multiplier leaves int64; both engines
+    # must still agree (the kernel forms the product in two words, the twin in Python ints).
+    q = wide_gemm_16bit(rounding)
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(-1.0, 1.0, size=(3, 64)), np.full((2, 64), 50.0)]).astype(np.float32)
+    run = run_engines(q, x, intermediates=True)
+    assert_bit_exact(q, run)
+    assert float(np.abs(run.reference["fc_pre"]).max()) >= 2.0 ** 32  # the two-word product ran
+
+
+def test_fixed_point_multiplier_of_2_to_31_is_refused_by_name():
+    q = wide_gemm_16bit()
+    q.node("fc").attrs["multiplier"] = 1 << 31  # outside the Q31 range the kernels take
+    x = np.ones((1, 64), np.float32)
+    for engine in ("reference", "integer"):
+        with pytest.raises(ExecutionError, match="node 'fc'.*2\\^31"):
+            aidge_lite.run(q, x, engine=engine)
 
 
 def test_per_channel_nearly_dead_channel_fits_int32():

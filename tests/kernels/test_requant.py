@@ -97,6 +97,23 @@ def test_requant_int_edges_match_oracle(shift):
         assert out.ravel().tolist() == oracle_int(ACC_EDGES, m, shift, mode, int(lo), int(hi))
 
 
+ACC_WIDE = sorted({INT64_MIN, INT64_MIN + 1, INT64_MAX, INT64_MAX - 1}
+                  | {s * 2 ** k + d for s in (1, -1) for k in (32, 33, 47, 61, 62)
+                     for d in (-1, 0, 1, 2 ** 31 + 1)})
+
+
+@pytest.mark.parametrize("shift", [-31, -1, 0, 1, 2, 15, 31, 32, 33, 34, 47, 61, 62])
+def test_requant_int_wide_products_match_oracle(shift):
+    # |acc| >= 2**32: acc * m leaves int64 (16-bit models with int64 accumulators get there)
+    acc = acc3(ACC_WIDE)
+    for mode, (m, (lo, hi)) in itertools.product(
+            MODES, itertools.product((1, 3, -16, 2 ** 30, 1635136467, 2 ** 31 - 1), (INT8, FULL64))):
+        mult, sh = np.array([m], np.int64), np.array([shift], np.int64)
+        out = run_both(requant_int, requant_int_ref, acc, mult, sh, mode,
+                       np.array([lo, hi]), np.empty(acc.shape, np.int64))
+        assert out.ravel().tolist() == oracle_int(ACC_WIDE, m, shift, mode, int(lo), int(hi)), (m, mode)
+
+
 # --- quantize_multiplier ------------------------------------------------------
 
 @given(m=st.floats(2.0 ** -60, 2.0 ** 40, exclude_min=False))
