@@ -23,6 +23,10 @@ POOL_EXAMPLES = [
     (np.zeros((0, 3, 2, 2), np.int8), geom()),  # N = 0
     (np.zeros((1, 0, 2, 2), np.uint8), geom()),  # C = 0
     (np.full((1, 1, 1, 1), -(2 ** 31), np.int32), geom((1, 1))),
+    # 2x2 / stride 2 (its own loop): odd sizes drop the last row / column, extremes win
+    (np.arange(-60, 60, dtype=np.int8).reshape(2, 2, 5, 6), geom((2, 2), (2, 2))),
+    (np.array([[[[0, 255, 3], [7, 1, 9], [2, 2, 2]]]], np.uint8), geom((2, 2), (2, 2))),
+    (np.full((1, 3, 4, 4), -(2 ** 15), np.int16), geom((2, 2), (2, 2))),
 ]
 
 
