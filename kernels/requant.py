@@ -248,7 +248,8 @@ def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
     """
     lo, hi = int(bounds[0]), int(bounds[1])
     # float64 estimate of |acc * m| with a 2x margin: every product >= 2**63 is flagged
-    wide = np.abs(acc.astype(np.float64)) * np.abs(multiplier.astype(np.float64))[None, :, None] >= 2.0 ** 62
+    m_abs = np.abs(multiplier.astype(np.float64))[None, :, None]
+    wide = np.abs(acc.astype(np.float64)) * m_abs >= 2.0 ** 62
     v = acc * multiplier.astype(np.int64)[None, :, None]  # wraps where `wide`: replaced below
     shift = shift.astype(np.int64)
     right = round_div_pow2_ref(v, np.maximum(shift, 0)[None, :, None], mode)
@@ -260,6 +261,7 @@ def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
         res[:, c] = np.where(vc > v_hi, hi, np.where(vc < v_lo, lo,
                                                      np.clip(vc, v_lo, v_hi) << s))
     for n, c, s in zip(*np.nonzero(wide)):
-        res[n, c, s] = _requant_python(int(acc[n, c, s]), int(multiplier[c]), int(shift[c]), mode, lo, hi)
+        res[n, c, s] = _requant_python(int(acc[n, c, s]), int(multiplier[c]), int(shift[c]),
+                                       mode, lo, hi)
     out[...] = res
     return out
