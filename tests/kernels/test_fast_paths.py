@@ -33,6 +33,8 @@ LAYERS = [  # (x shape, w shape, geometry): one per layout branch
     ((2, 3, 9, 8), (5, 3, 3, 2), geom((2, 1), (1, 2, 0, 1), (1, 2))),    # dilation: per-position taps
     ((2, 6, 5, 5), (12, 3, 3, 3), geom(pads=(1, 0, 2, 1), group=2)),    # grouped
     ((2, 16, 7, 7), (16, 1, 3, 3), geom((2, 2), (1, 1, 1, 1), group=16)),  # depthwise
+    ((2, 24, 9, 10), (24, 1, 3, 3), geom(pads=(1, 1, 1, 1), group=24)),     # depthwise, stride 1
+    ((2, 33, 8, 9), (33, 1, 3, 2), geom((2, 1), (0, 1, 2, 0), (2, 1), group=33)),  # dw: dil, pads
     ((1, 40, 5, 5), (24, 40, 1, 1), geom()),                             # 1x1, tail panel
     ((1, 33, 3, 4), (17, 33, 3, 1), geom((1, 2), (0, 0, 2, 0))),         # odd runs, 17 columns
 ]
