@@ -229,15 +229,19 @@ def requant_float_ref(acc, multiplier, mode, bounds, out):
     return out
 
 
-def _requant_python(a, m, sh, mode, lo, hi):
-    """``clip(round(a * m / 2**sh), lo, hi)`` in Python ints (no width limit)."""
-    v = a * m
-    if sh <= 0:
-        return min(max(v << -sh, lo), hi)
-    q, rem, half = v >> sh, v & ((1 << sh) - 1), 1 << (sh - 1)
-    up = {FLOOR: False, HALF_UP: rem >= half, HALF_EVEN: rem > half or (rem == half and q & 1),
-          HALF_AWAY: rem > half or (rem == half and v >= 0)}[mode]
-    return min(max(q + int(up), lo), hi)
+def _requant_python(acc, m, sh, mode, lo, hi):
+    """``clip(round(acc * m / 2**sh), lo, hi)`` elementwise on 1-D int64 arrays, in
+    Python ints (object arrays: no width limit); returns int64."""
+    v = acc.astype(object) * m.astype(object)
+    right = np.maximum(sh, 0).astype(object)
+    q = v >> right
+    twice_rem = (v - (q << right)) * 2  # compared with 2**sh: 2 * rem vs the divisor
+    divisor = np.left_shift(1, right)
+    above, tie = twice_rem > divisor, twice_rem == divisor
+    up = {FLOOR: np.zeros(v.shape, bool), HALF_UP: above | tie,
+          HALF_EVEN: above | (tie & ((q & 1) == 1)), HALF_AWAY: above | (tie & (v >= 0))}[mode]
+    res = np.where(sh < 0, v << np.maximum(-sh, 0).astype(object), q + up.astype(int).astype(object))
+    return np.minimum(np.maximum(res, lo), hi).astype(np.int64)
 
 
 def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
@@ -260,8 +264,9 @@ def requant_int_ref(acc, multiplier, shift, mode, bounds, out):
         vc = v[:, c]
         res[:, c] = np.where(vc > v_hi, hi, np.where(vc < v_lo, lo,
                                                      np.clip(vc, v_lo, v_hi) << s))
-    for n, c, s in zip(*np.nonzero(wide)):
-        res[n, c, s] = _requant_python(int(acc[n, c, s]), int(multiplier[c]), int(shift[c]),
-                                       mode, lo, hi)
+    if wide.any():
+        channel = np.nonzero(wide)[1]
+        res[wide] = _requant_python(acc[wide], multiplier.astype(np.int64)[channel],
+                                    shift[channel], mode, lo, hi)
     out[...] = res
     return out
