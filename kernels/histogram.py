@@ -75,6 +75,17 @@ def histogram(values, rng, bins, unsigned=False, ties_away=False):
     return counts
 
 
+def bin_indices_ref(magnitudes, rng, bins, ties_away=False):
+    """int64 bin index of each magnitude (any shape), vectorised (module doc); ``rng > 0``."""
+    with np.errstate(over="ignore", invalid="ignore"):  # m / rng may overflow: the last bin
+        t = np.asarray(magnitudes, np.float64) / rng * bins
+        index = np.floor(t)
+        if ties_away:
+            index += (t - index) >= 0.5
+    np.minimum(index, bins - 1, out=index)
+    return index.astype(np.int64)
+
+
 def histogram_ref(values, rng, bins, unsigned=False, ties_away=False):
     """NumPy twin of :func:`histogram`: vectorised bin indices, then ``bincount``."""
     flat = _flat(values, bins)
@@ -84,13 +95,7 @@ def histogram_ref(values, rng, bins, unsigned=False, ties_away=False):
     if nans:
         raise ValueError(f"histogram: {nans} NaN value(s) have no bin")
     m = np.maximum(flat, 0.0) if unsigned else np.abs(flat)
-    with np.errstate(over="ignore", invalid="ignore"):  # m / rng may overflow: the last bin
-        t = m / rng * bins
-        index = np.floor(t)
-        if ties_away:
-            index += (t - index) >= 0.5
-    np.minimum(index, bins - 1, out=index)
-    return np.bincount(index.astype(np.int64), minlength=bins).astype(np.int64)
+    return np.bincount(bin_indices_ref(m, rng, bins, ties_away), minlength=bins).astype(np.int64)
 
 
 histogram.jitted = _histogram  # the jitted body (tests check its jit options)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.histogram import bin_indices_ref
 from kernels.histogram import histogram as magnitude_histogram
 
 from ..errors import QuantizationError
@@ -68,12 +69,7 @@ def bin_indices(magnitudes: np.ndarray, rng: float, bins: int, binning: str = "f
     m = np.asarray(magnitudes, dtype=np.float64)
     if rng <= 0:
         return np.zeros(m.shape, dtype=np.int64)
-    t = m / rng * bins
-    index = np.floor(t)
-    if binning == "round":
-        index += (t - index) >= 0.5
-    np.minimum(index, bins - 1, out=index)
-    return index.astype(np.int64)
+    return bin_indices_ref(m, rng, bins, ties_away=binning == "round")
 
 
 def histogram(values: np.ndarray, rng: float, bins: int, *, binning: str = "floor",
