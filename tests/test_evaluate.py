@@ -8,29 +8,6 @@ import aidge_lite
 from aidge_lite import evaluate
 from aidge_lite.errors import InputError
 
-from models import datasets, zoo
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    try:
-        return datasets.mnist()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def mnist8():
-    try:
-        return zoo.load("mnist8")
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def qmnist8(mnist8, mnist):
-    return aidge_lite.quantize_network(mnist8, mnist.calib_x[::5].astype(np.float32), nb_bits=8)
-
 
 @pytest.fixture(scope="module")
 def data(mnist):

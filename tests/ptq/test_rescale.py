@@ -117,16 +117,6 @@ def test_int_rescale_folds_a_shift_beyond_62_into_the_multiplier(multiplier, shi
 
 # ------------------------------------------------------- Target on mnist-8
 @pytest.fixture(scope="module")
-def mnist():
-    return O.zoo_data("mnist8")
-
-
-@pytest.fixture(scope="module")
-def mnist8():
-    return O.zoo_model("mnist8")
-
-
-@pytest.fixture(scope="module")
 def float_rescaled(mnist8, mnist):
     return aidge_lite.quantize_network(mnist8, O.f32(mnist.calib_x[::5]))
 

@@ -48,16 +48,6 @@ def follows_affine(graph, node) -> bool:
     return graph.node(node.inputs[0]).op in AFFINE
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return O.zoo_data("mnist8")
-
-
-@pytest.fixture(scope="module")
-def mnist8():
-    return O.zoo_model("mnist8")
-
-
 def _graphs(name):
     """(float graph, calibration) for the structural tests (small calibration sets)."""
     if name == "mixed_residual":
