@@ -282,7 +282,7 @@ def _write_plots(report: dict, out: Path) -> dict[str, str]:
 
 
 def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path) -> None:
-    from aidge_lite.report import sqnr_text, worst_first
+    from aidge_lite.report import sqnr_text, worst_first, zeroed_text
 
     acc, exact = report["accuracy"], report["bit_exact"]
     exact_text = "n/a (no_quant)" if exact is None else (
@@ -296,6 +296,8 @@ def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path
     if measured:
         worst = measured[0]
         print(f"worst layer SQNR: {sqnr_text(worst)} dB at '{worst['name']}' ({worst['role']})")
+    for text in zeroed_text(report):
+        print(f"warning: {text}")
 
 
 def cmd_export(args) -> int:

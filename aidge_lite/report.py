@@ -19,7 +19,10 @@ JSON-able dict:
   (SCALING nodes, nothing is clipped) the count is of values that *would*
   leave the n-bit range. Plus the SQNR fields below;
 - ``sqnr``: how the SQNR was measured (samples); ``histograms``: per layer,
-  a histogram of the float tensor the quantizer reads (for `aidge_lite.plots`).
+  a histogram of the float tensor the quantizer reads (for `aidge_lite.plots`);
+- ``zeroed_channels``: affine nodes with output channels whose weights
+  quantized to all zeros although their float weights are not
+  (`zeroed_weight_channels`); empty when none did.
 
 SQNR (`layer_sqnr`). A quantizer's output q stands for a float tensor t of the
 float network with q ~ F_t * t (F_t from `ptq.quantize.output_scales`). The
@@ -56,12 +59,13 @@ from .evaluate import DEFAULT_BATCH, accuracy, as_float_input, batches, compare_
 from .interp import run
 from .interp.quant_common import quantizer_args
 from .interp.reference import ReferenceInterpreter
-from .ir import Graph, OpType
+from .ir import AFFINE, Graph, OpType
 from .ir.node import META_RANGE, META_SIGNED
 
 __all__ = ["quantization_report", "write_markdown", "write_json", "markdown", "ClipCounter",
            "count_clipped", "layer_sqnr", "float_reference", "float_counterparts",
-           "quantizer_factors", "rescale_summary", "rescale_text", "spread", "SQNR_SAMPLES"]
+           "quantizer_factors", "rescale_summary", "rescale_text", "spread", "SQNR_SAMPLES",
+           "zeroed_weight_channels"]
 
 _INT64 = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max], dtype=np.int64)
 RESCALERS = (OpType.QUANTIZER, OpType.SCALING)
@@ -158,6 +162,31 @@ def float_reference(float_graph: Graph, qgraph: Graph) -> Graph:
     reference = float_graph.copy()
     run_pipeline(reference, cfg, passes=(prepare, cross_layer_equalization))
     return reference
+
+
+def zeroed_weight_channels(qgraph: Graph, reference: Graph) -> list[dict]:
+    """Affine nodes of `qgraph` whose quantization wiped whole output channels out.
+
+    A channel counts when its integer weights are all zero and its float
+    weights in `reference` (see `float_reference`) are not: per-tensor weights
+    whose range one outlier channel dominates, e.g. a dead channel whose
+    BatchNorm variance ~0 blew its folded weights up. `cle=True` or
+    `per_channel=True` is the cure. One ``{"node", "channels", "zeroed"}`` per
+    such node, in graph order.
+    """
+    found = []
+    for node in qgraph.topo_order():
+        if node.op not in AFFINE or node.name not in reference:
+            continue
+        quantized = qgraph.constant(node.inputs[1])
+        original = reference.constant(reference.node(node.name).inputs[1])
+        if quantized.shape != original.shape:
+            continue
+        wiped = ~quantized.reshape(len(quantized), -1).any(axis=1)
+        wiped &= original.reshape(len(original), -1).any(axis=1)
+        if wiped.any():
+            found.append({"node": node.name, "channels": len(quantized), "zeroed": int(wiped.sum())})
+    return found
 
 
 def float_counterparts(qgraph: Graph, reference: Graph) -> dict[str, str | None]:
@@ -382,6 +411,7 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
         "sqnr": {"samples": int(len(sqnr_x)), "source": "calibration"},
         "layers": layer_table(qgraph, counts, per_layer),
         "histograms": {name: r["histogram"] for name, r in per_layer.items() if r["histogram"]},
+        "zeroed_channels": zeroed_weight_channels(qgraph, float_reference(float_graph, qgraph)),
     }
     return _plain(report)
 
@@ -448,8 +478,17 @@ def _header(report: dict) -> list[str]:
     exact_text = "n/a (no_quant)" if exact is None else (
         f"{'yes' if exact['exact'] else 'NO'}: {exact['mismatches']} / {exact['elements']} "
         "elements differ")
-    return lines + [f"| {_pct(acc['float'])} | {_pct(acc['fake_quant'])} | {_pct(acc['integer'])} "
-                    f"| {exact_text} |", ""]
+    lines += [f"| {_pct(acc['float'])} | {_pct(acc['fake_quant'])} | {_pct(acc['integer'])} "
+              f"| {exact_text} |", ""]
+    warnings = [f"**Warning**: {text}" for text in zeroed_text(report)]
+    return lines + (warnings + [""] if warnings else [])
+
+
+def zeroed_text(report: dict) -> list[str]:
+    """One line per affine node whose quantization zeroed whole output channels."""
+    return [f"`{z['node']}`: {z['zeroed']} of {z['channels']} output channels have all-zero "
+            "quantized weights (one channel's range dominates the per-tensor scale; try cle=True "
+            "or per_channel=True)" for z in report.get("zeroed_channels") or ()]
 
 
 def _layer_rows(layers: list[dict]) -> list[str]:

@@ -338,3 +338,15 @@ def test_quantize_bias_correction_flag(tmp_path):
     rep = json.loads((tmp_path / "bc" / "report.json").read_text())
     assert rep["options"]["bias_correction"] is True
     assert rep["bit_exact"]["mismatches"] == 0
+
+
+def test_quantize_warns_about_zeroed_channels(tmp_path, mnist8_available):
+    """A model with a dead channel (tests/data): the summary names the wiped-out depthwise conv."""
+    model = ROOT / "tests" / "data" / "mobilenet_dead_channel.onnx"
+    code, out, err = cli("quantize", model, "--data", "mnist", "--bits", "8", "--calib-limit", "200",
+                         "--limit", "100", "--sqnr-samples", "0", "--no-plots", "-o", tmp_path / "m")
+    assert code == 0, err
+    assert "warning: `/blocks/blocks.1/dw/dw.0/Conv_output_0`: 31 of 32 output channels" in out
+    rep = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert rep["zeroed_channels"] == [{"node": "/blocks/blocks.1/dw/dw.0/Conv_output_0",
+                                       "channels": 32, "zeroed": 31}]

@@ -142,6 +142,37 @@ def test_markdown(setup, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["layers"] == rep["layers"]
 
 
+def _outlier_row(graph, node, row, gain):
+    """Scale output channel `row` of affine `node`'s weights by `gain` (a copy of the graph)."""
+    g = graph.copy()
+    w = g.constant(g.node(node).inputs[1]).copy()
+    w[row] *= gain
+    g.set_constant(g.node(node).inputs[1], w)
+    return g
+
+
+def test_zeroed_channels_are_reported(setup, tmp_path):
+    """One fc1 row 1e4x the others: per-tensor 8 bits rounds the other 7 rows to zero."""
+    g, calib, test, labels = setup
+    g = _outlier_row(g, "fc1", 0, 1e4)
+    q = aidge_lite.quantize_network(g, calib[:100], nb_bits=8)
+    rep = report.quantization_report(g, q, calib[:100], test[:50], labels[:50], sqnr_samples=16)
+    assert rep["zeroed_channels"] == [{"node": "fc1", "channels": 8, "zeroed": 7}]
+    text = report.markdown(rep)
+    assert "**Warning**: `fc1`: 7 of 8 output channels have all-zero quantized weights" in text
+    per_channel = aidge_lite.quantize_network(g, calib[:100], nb_bits=8, per_channel=True)
+    assert report.zeroed_weight_channels(per_channel, report.float_reference(g, per_channel)) == []
+
+
+def test_pruned_channels_are_not_reported(setup):
+    """A row that is zero in float too was not wiped out by quantization."""
+    g, calib, _, _ = setup
+    g = _outlier_row(g, "fc2", 3, 0.0)
+    q = aidge_lite.quantize_network(g, calib[:100], nb_bits=8)
+    assert not q.constant(q.node("fc2").inputs[1])[3].any()
+    assert report.zeroed_weight_channels(q, report.float_reference(g, q)) == []
+
+
 def test_unlabelled_report(setup):
     """Without labels: no accuracies, but the bit-exact check and the SQNR are there."""
     g, calib, test, _ = setup
@@ -246,7 +277,3 @@ def test_sqnr_none_without_float_counterpart(setup):
     assert result["fc1_scaling"]["sqnr_db"] is None and result["fc1_scaling"]["histogram"] is None
     assert "no float tensor" in result["fc1_scaling"]["sqnr_note"]
     assert all(r["sqnr_db"] > 30 for name, r in result.items() if name != "fc1_scaling")
-def test_float_graph_rejected(setup):
-    g, calib, test, labels = setup
-    with pytest.raises(InputError, match="not quantized"):
-        report.quantization_report(g, g, calib, test, labels)

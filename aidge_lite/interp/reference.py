@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Node, OpType
+from ..ir import OpType
 from . import float_ops
 from .base import Interpreter
 from .geometry import window_geometry

@@ -7,7 +7,7 @@ the data (histograms) say so with a clear error.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import QuantizationError
 from ..interp.reference import ReferenceInterpreter
 from ..interp.shapes import infer_shapes
-from ..ir import AFFINE, Graph, Node, OpType
+from ..ir import AFFINE, Graph, OpType
 from ..ir.node import META_SHAPE
 from .config import PassReport, PTQConfig
 

@@ -100,10 +100,11 @@ def report(rows: list[dict]) -> str:
 
     hits = sum(r["problem"] for r in rows)
     adopt = hits * 2 >= len(rows)
-    table = markdown_table(
-        ["seed", "float", "8 bits", "8 bits + CLE", "CLE gain (pt)", "dw range ratio", "BN var < 1e-4", "problem"],
-        [[r["seed"], pct(r["float"]), pct(r["plain"]), pct(r["cle"]), f"{100 * (r['cle'] - r['plain']):+.2f}",
-          f"{r['spread']:.0f}x", r["low_var"], "yes" if r["problem"] else "no"] for r in rows],
+    headers = ["seed", "float", "8 bits", "8 bits + CLE", "CLE gain (pt)", "dw range ratio",
+               "BN var < 1e-4", "problem"]
+    table = markdown_table(headers, [
+        [r["seed"], pct(r["float"]), pct(r["plain"]), pct(r["cle"]), f"{100 * (r['cle'] - r['plain']):+.2f}",
+         f"{r['spread']:.0f}x", r["low_var"], "yes" if r["problem"] else "no"] for r in rows],
         align="rrrrrrrl")
     recipe = {k: getattr(v, "__name__", v) for k, v in RECIPE.items()}
     return f"""# mobilenet_tiny: seed study of a MobileNet training recipe

@@ -15,7 +15,7 @@ import pytest
 
 import aidge_lite
 from aidge_lite import Graph, Node, OpType, Target
-from aidge_lite.errors import (AidgeLiteError, ExecutionError, InputError,
+from aidge_lite.errors import (AidgeLiteError, InputError,
                                UnsupportedOperatorError)
 from aidge_lite.interp.integer import IntegerInterpreter
 from aidge_lite.target import RESCALES, ROUNDINGS

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import aidge_lite
-from aidge_lite import evaluate
+from aidge_lite import evaluate, report
 from aidge_lite.ir import OpType
 from aidge_lite.ptq import PTQConfig, run_pipeline
 from aidge_lite.ptq.cross_layer_equalization import (
@@ -271,12 +271,17 @@ def test_cle_repairs_a_dead_depthwise_channel():
     calib, (tx, ty) = O.f32(data.calib_x), O.spread_subset(data, 500)
     assert _depthwise_peak_spread(prepared(g)) > 500  # BN folded in: the outlier channel
     float_acc = evaluate.accuracy(g, tx, ty)
-    acc = {}
+    acc, zeroed = {}, {}
     for cle in (False, True):
-        cmp = evaluate.compare_engines(aidge_lite.quantize_network(g, calib, cle=cle), tx)
+        q = aidge_lite.quantize_network(g, calib, cle=cle)
+        cmp = evaluate.compare_engines(q, tx)
         np.testing.assert_array_equal(cmp["integer"], cmp["reference"])
         acc[cle] = evaluate.top1(cmp["integer"], ty)
+        zeroed[cle] = report.zeroed_weight_channels(q, report.float_reference(g, q))
     print(f"dead-channel mobilenet, 8 bits per-tensor on {len(ty)} images: float {float_acc:.4f}, "
           f"no CLE {acc[False]:.4f}, CLE {acc[True]:.4f}")
     assert acc[False] < float_acc - 0.5  # the other channels of that layer round to zero
     assert acc[True] >= float_acc - 0.01
+    # the report names the layer: the other 31 channels of that depthwise conv are all zeros
+    assert zeroed[False] == [{"node": "/blocks/blocks.1/dw/dw.0/Conv_output_0", "channels": 32, "zeroed": 31}]
+    assert zeroed[True] == []
