@@ -61,12 +61,62 @@ def conv2d(x, w, bias, geometry):
     int64 bias added afterwards. Otherwise: direct loops with an int64
     accumulator, every product widened to int64 first; exact while the true
     sum fits in int64 (otherwise wraps modulo 2**64, like the twin).
+    Between the two, 16-bit operands (``max|x|, max|w| <= 65535``) that miss
+    the fast path's bound are split into bytes, ``x = 256 * x_hi + x_lo``
+    (and ``w`` likewise if needed), and the partial convolutions, each
+    proven exact on the fast path, are combined in int64
+    (:func:`_limb_terms`): still pure integer arithmetic, exact.
     No rounding. Shapes are validated by the caller. A Python function: it
     widens the operands to int16 / int64 (:mod:`kernels.canonical`), then
     calls one jitted body compiled for those types only.
     """
-    return _conv2d_body(as_operand(x), as_operand(w), as_array(bias, np.int64),
-                        as_array(geometry, np.int64), numba.get_num_threads())
+    x, w = as_operand(x), as_operand(w)
+    bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
+    terms = _limb_terms(x, w, geometry)
+    if terms is None:
+        return _conv2d_body(x, w, bias, geometry, numba.get_num_threads())
+    return _limb_sum(terms, bias, geometry)
+
+
+#: Largest |operand| the byte split handles: its high byte then fits in [-256, 255].
+LIMB_MAX = 2 ** 16 - 1
+
+
+def _byte_limbs(a):
+    """``(hi, lo)`` int16 with ``a == 256 * hi + lo`` and ``0 <= lo <= 255`` (two's complement)."""
+    return np.right_shift(a, 8).astype(np.int16), np.bitwise_and(a, 255).astype(np.int16)
+
+
+def _limb_terms(x, w, geometry):
+    """``[(shift, x_part, w_part)]`` with ``conv(x, w) == sum(conv(x_part, w_part) << shift)``,
+    every part exact on the int16 fast path; None when no split is needed (the fast path
+    takes ``x, w`` as they are) or none helps (an operand beyond :data:`LIMB_MAX`).
+
+    ``x`` is split first (activations are the wide operand of a 16-bit model); ``w``
+    too when the halves still miss the bound (large ``C * KH * KW``)."""
+    if _fast_ok(x, w, geometry) or max_abs(x) > LIMB_MAX or max_abs(w) > LIMB_MAX:
+        return None
+    x_hi, x_lo = _byte_limbs(x)
+    terms = [(8, x_hi, w), (0, x_lo, w)]
+    if not all(_fast_ok(xp, wp, geometry) for _, xp, wp in terms):
+        w_hi, w_lo = _byte_limbs(w)
+        terms = [(16, x_hi, w_hi), (8, x_hi, w_lo), (8, x_lo, w_hi), (0, x_lo, w_lo)]
+        if not all(_fast_ok(xp, wp, geometry) for _, xp, wp in terms):
+            return None
+    return terms
+
+
+def _limb_sum(terms, bias, geometry):
+    """``bias + sum(conv(x_part, w_part) << shift)`` in int64 (exact: the true sum fits)."""
+    threads = numba.get_num_threads()
+    no_bias = np.zeros_like(bias)
+    total = None
+    for shift, x_part, w_part in terms:
+        part = _conv2d_body(x_part, w_part, no_bias, geometry, threads)
+        part *= np.int64(1) << shift
+        total = part if total is None else np.add(total, part, out=total)
+    total += bias.reshape(1, -1, 1, 1)
+    return total
 
 
 @numba.njit(cache=True)
@@ -204,13 +254,18 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
     -----
     On the implicit-GEMM path (see :func:`conv2d`) the requantization is the
     epilogue of each block, so the int64 accumulators are never stored.
-    Otherwise computed as ``conv2d`` then ``requant_float``. Same single
-    float64 product and rounding as ``requant_float``: bit-identical.
+    Otherwise computed as ``conv2d`` (byte limbs included) then
+    ``requant_float``. Same single float64 product and rounding as
+    ``requant_float``: bit-identical.
     Operands are widened as for :func:`conv2d`.
     """
-    return _conv2d_requant_body(as_operand(x), as_operand(w), as_array(bias, np.int64),
-                                as_array(geometry, np.int64), as_array(multiplier, np.float64),
-                                as_array(params, np.int64))
+    x, w = as_operand(x), as_operand(w)
+    bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
+    multiplier, params = as_array(multiplier, np.float64), as_array(params, np.int64)
+    terms = _limb_terms(x, w, geometry)
+    if terms is None:
+        return _conv2d_requant_body(x, w, bias, geometry, multiplier, params)
+    return _requantized(_limb_sum(terms, bias, geometry), multiplier, params, requant_float)
 
 
 @numba.njit(cache=True)
@@ -314,15 +369,18 @@ def conv2d_ref(x, w, bias, geometry):
 
 def conv2d_requant_ref(x, w, bias, geometry, multiplier, params):
     """NumPy twin of :func:`conv2d_requant`: ``conv2d_ref`` then ``requant_float_ref``."""
-    acc = conv2d_ref(x, w, bias, geometry)
+    return _requantized(conv2d_ref(x, w, bias, geometry), multiplier, params, requant_float_ref)
+
+
+def _requantized(acc, multiplier, params, requant):
+    """``(out, minmax)`` of :func:`conv2d_requant` from the int64 accumulators ``acc``."""
     out = np.empty(acc.shape, np.int16)
-    if acc.size:
-        requant_float_ref(acc.reshape(acc.shape[0], acc.shape[1], -1), multiplier,
-                          int(params[0]), params[1:], out.reshape(acc.shape[0], acc.shape[1], -1))
-        minmax = np.array([acc.min(), acc.max()], np.int64)
-    else:
-        minmax = np.zeros(2, np.int64)
-    return out, minmax
+    if not acc.size:
+        return out, np.zeros(2, np.int64)
+    n_batch, k_out = acc.shape[:2]
+    requant(acc.reshape(n_batch, k_out, -1), multiplier, int(params[0]), params[1:],
+            out.reshape(n_batch, k_out, -1))
+    return out, np.array([acc.min(), acc.max()], np.int64)
 
 
 # The Python entry points and the jitted bodies they call (tests check the bodies' jit options).

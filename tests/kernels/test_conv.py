@@ -1,9 +1,12 @@
 """conv2d against its NumPy twin, plus shape and cross-kernel checks."""
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 
-from kernels import conv2d, conv2d_output_shape, conv2d_ref, gemm_ref
+from kernels import conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm_ref
+from kernels.canonical import as_operand
+from kernels.conv import _byte_limbs, _limb_terms
 from tests.strategies import conv2d_cases
 
 I8_MIN, I8_MAX = -128, 127
@@ -61,3 +64,53 @@ def test_conv2d_against_hand_computed():
     expected = [[[[1005, 2105], [3015, 4326]]]]
     np.testing.assert_array_equal(conv2d_ref(*args), expected)
     np.testing.assert_array_equal(conv2d(*args), expected)
+
+
+# ------------------------------------------------ 16-bit operands: byte limbs
+def _random_case(rng, x_shape, w_shape, x_range, w_range, x_dtype, w_dtype=np.int16, **geometry):
+    x = rng.integers(x_range[0], x_range[1], x_shape, endpoint=True).astype(x_dtype)
+    w = rng.integers(w_range[0], w_range[1], w_shape, endpoint=True).astype(w_dtype)
+    x.flat[0], w.flat[0] = x_range[0], w_range[0]  # the extremes always present
+    x.flat[-1], w.flat[-1] = x_range[1], w_range[1]
+    bias = rng.integers(-2 ** 40, 2 ** 40, w_shape[0]).astype(np.int64)
+    return x, w, bias, geom(**geometry)
+
+
+S16 = (-32768, 32767)
+SYM16 = (-32767, 32767)  # symmetric weights; -32768 is beyond the int16 path's bound (32767)
+LIMB_CASES = {  # name: (x shape, w shape, x range, w range, x dtype, geometry, partial convs)
+    "split x (C*KH*KW = 72)": ((2, 8, 9, 9), (5, 8, 3, 3), S16, SYM16, np.int16, {}, 2),
+    "split x and w (C*KH*KW = 288)":
+        ((1, 32, 6, 6), (4, 32, 3, 3), S16, SYM16, np.int16, {"pads": (1, 1, 1, 1)}, 4),
+    "w = -32768: split both": ((1, 2, 5, 5), (3, 2, 2, 2), S16, S16, np.int16, {}, 4),
+    "uint16 activations": ((2, 4, 7, 7), (6, 4, 3, 3), (0, 65535), SYM16, np.uint16, {"stride": (2, 2)}, 2),
+    "depthwise": ((2, 6, 8, 8), (6, 1, 3, 3), S16, SYM16, np.int16, {"group": 6, "pads": (1, 1, 1, 1)}, 2),
+    "grouped, dilated": ((1, 8, 9, 9), (4, 4, 3, 3), S16, SYM16, np.int16, {"group": 2, "dil": (2, 2)}, 2),
+}
+
+
+@pytest.mark.parametrize("name", LIMB_CASES)
+def test_16_bit_operands_run_as_exact_byte_limbs(name, rng):
+    x_shape, w_shape, x_range, w_range, x_dtype, geometry, partials = LIMB_CASES[name]
+    x, w, bias, g = _random_case(rng, x_shape, w_shape, x_range, w_range, x_dtype, **geometry)
+    terms = _limb_terms(as_operand(x), as_operand(w), g)
+    assert terms is not None and len(terms) == partials  # the int16 path alone would not be exact
+    np.testing.assert_array_equal(conv2d(x, w, bias, g), conv2d_ref(x, w, bias, g))
+    multiplier = rng.uniform(1e-9, 1e-6, w_shape[0])
+    params = np.array([0, -32768, 32767], np.int64)
+    for got, expected in zip(conv2d_requant(x, w, bias, g, multiplier, params),
+                             conv2d_requant_ref(x, w, bias, g, multiplier, params)):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_operands_beyond_16_bits_take_the_direct_loops(rng):
+    x, w, bias, g = _random_case(rng, (1, 3, 5, 5), (2, 3, 3, 3), (-70000, 70000), S16, np.int32)
+    assert _limb_terms(as_operand(x), as_operand(w), g) is None
+    np.testing.assert_array_equal(conv2d(x, w, bias, g), conv2d_ref(x, w, bias, g))
+
+
+def test_byte_limbs_recombine(rng):
+    a = np.concatenate([np.arange(-65535, 65536, 257), [-65535, -1, 0, 1, 255, 256, 65535]]).astype(np.int64)
+    hi, lo = _byte_limbs(a)
+    assert hi.dtype == lo.dtype == np.int16 and lo.min() >= 0 and lo.max() <= 255
+    np.testing.assert_array_equal(256 * hi.astype(np.int64) + lo, a)
