@@ -70,12 +70,19 @@ def conv2d(x, w, bias, geometry):
     widens the operands to int16 / int64 (:mod:`kernels.canonical`), then
     calls one jitted body compiled for those types only.
     """
+    wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
-    terms = _limb_terms(x, w, geometry)
+    terms = _limb_terms(x, w, geometry) if wide else None
     if terms is None:
         return _conv2d_body(x, w, bias, geometry, numba.get_num_threads())
     return _limb_sum(terms, bias, geometry)
+
+
+def _wider_than_bytes(x, w) -> bool:
+    """Whether an operand's dtype is wider than 8 bits: byte limbs cannot help 8-bit operands,
+    and skipping the check keeps the int8 hot path free of it."""
+    return max(np.dtype(x.dtype).itemsize, np.dtype(w.dtype).itemsize) > 1
 
 
 #: Largest |operand| the byte split handles: its high byte then fits in [-256, 255].
@@ -259,10 +266,11 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
     ``requant_float``: bit-identical.
     Operands are widened as for :func:`conv2d`.
     """
+    wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
     multiplier, params = as_array(multiplier, np.float64), as_array(params, np.int64)
-    terms = _limb_terms(x, w, geometry)
+    terms = _limb_terms(x, w, geometry) if wide else None
     if terms is None:
         return _conv2d_requant_body(x, w, bias, geometry, multiplier, params)
     return _requantized(_limb_sum(terms, bias, geometry), multiplier, params, requant_float)
