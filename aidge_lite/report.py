@@ -65,7 +65,7 @@ from .ir.node import META_RANGE, META_SIGNED
 __all__ = ["quantization_report", "write_markdown", "write_json", "markdown", "ClipCounter",
            "count_clipped", "layer_sqnr", "float_reference", "float_counterparts",
            "quantizer_factors", "rescale_summary", "rescale_text", "spread", "SQNR_SAMPLES",
-           "zeroed_weight_channels"]
+           "zeroed_weight_channels", "zeroed_text"]
 
 _INT64 = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max], dtype=np.int64)
 RESCALERS = (OpType.QUANTIZER, OpType.SCALING)
@@ -174,6 +174,7 @@ def zeroed_weight_channels(qgraph: Graph, reference: Graph) -> list[dict]:
     `per_channel=True` is the cure. One ``{"node", "channels", "zeroed"}`` per
     such node, in graph order.
     """
+    _require_quantized(qgraph)
     found = []
     for node in qgraph.topo_order():
         if node.op not in AFFINE or node.name not in reference:
@@ -247,18 +248,21 @@ class _LayerError:
         return max(-smallest, largest), {"edges": edges, "counts": counts, "min": smallest, "max": largest}
 
 
-def layer_sqnr(float_graph: Graph, qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH) -> dict[str, dict]:
+def layer_sqnr(float_graph: Graph, qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH,
+               reference: Graph | None = None) -> dict[str, dict]:
     """Per rescaling node of `qgraph`: SQNR of the fake-quant value vs the float tensor on `x`.
 
     Returns {name: {"sqnr_db", "sqnr_note", "float_range", "float_clip",
     "float_clip_low", "histogram"}} (see the module docstring). Keeps the float
     tensors of the quantizers in memory (float32): keep `x` small (a few hundred samples).
+    `reference`: `float_reference(float_graph, qgraph)` when the caller has it already.
     """
     _require_quantized(qgraph)
     x = np.asarray(x)
     if len(x) == 0:
         raise InputError("no samples to measure the SQNR on")
-    reference = float_reference(float_graph, qgraph)
+    if reference is None:
+        reference = float_reference(float_graph, qgraph)
     sources = float_counterparts(qgraph, reference)
     factors = quantizer_factors(qgraph)
     bounds = {name: _bounds(qgraph, qgraph.node(name)) for name in sources}
@@ -398,7 +402,9 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
     acc, bit_exact = _accuracies(float_graph, qgraph, test_x, test_y, float_accuracy, kw)
     counts = count_clipped(qgraph, calib_x, batch_size=batch_size)
     sqnr_x = calib_x[spread(len(calib_x), sqnr_samples)] if sqnr_samples != 0 else calib_x[:0]
-    per_layer = layer_sqnr(float_graph, qgraph, sqnr_x, batch_size=batch_size) if len(sqnr_x) else {}
+    reference = float_reference(float_graph, qgraph)
+    per_layer = layer_sqnr(float_graph, qgraph, sqnr_x, batch_size=batch_size,
+                           reference=reference) if len(sqnr_x) else {}
     report = {
         "model": float_graph.name,
         "options": qgraph.meta.get("options", {}),
@@ -411,7 +417,7 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
         "sqnr": {"samples": int(len(sqnr_x)), "source": "calibration"},
         "layers": layer_table(qgraph, counts, per_layer),
         "histograms": {name: r["histogram"] for name, r in per_layer.items() if r["histogram"]},
-        "zeroed_channels": zeroed_weight_channels(qgraph, float_reference(float_graph, qgraph)),
+        "zeroed_channels": zeroed_weight_channels(qgraph, reference),
     }
     return _plain(report)
 

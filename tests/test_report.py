@@ -164,6 +164,12 @@ def test_zeroed_channels_are_reported(setup, tmp_path):
     assert report.zeroed_weight_channels(per_channel, report.float_reference(g, per_channel)) == []
 
 
+def test_zeroed_channels_of_a_float_graph_are_refused(setup):
+    g = setup[0]
+    with pytest.raises(InputError, match=f"graph '{g.name}' is not quantized"):
+        report.zeroed_weight_channels(g, g)
+
+
 def test_pruned_channels_are_not_reported(setup):
     """A row that is zero in float too was not wiped out by quantization."""
     g, calib, _, _ = setup
