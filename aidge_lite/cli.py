@@ -58,7 +58,7 @@ def zoo_name(spec: str) -> str | None:
     """The zoo model `spec` names, if it is not an existing path."""
     if Path(spec).exists():
         return None
-    from models import zoo
+    from aidge_lite.models import zoo
 
     name = _ALIASES.get(spec.lower(), spec)
     return name if name in zoo.NAMES else None
@@ -76,7 +76,7 @@ def load_model(spec: str):
         if path.suffix.lower() == ".npz":
             return serialize.load(path), None
         return aidge_lite.load_onnx(path), None
-    from models import zoo
+    from aidge_lite.models import zoo
 
     name = _ALIASES.get(spec.lower(), spec)
     if name in zoo.NAMES:

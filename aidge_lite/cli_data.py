@@ -43,7 +43,7 @@ def resolve_dataset(data: str | None, zoo_model: str | None) -> str:
     if data is not None:
         return data
     if zoo_model is not None:
-        from models import zoo
+        from aidge_lite.models import zoo
 
         return zoo.dataset(zoo_model)
     raise UsageError("--data is required for a model that is not in the zoo (mnist, digits or a .npz file)")
@@ -54,7 +54,7 @@ def resolve_dataset(data: str | None, zoo_model: str | None) -> str:
 def load_data(spec: str) -> Data:
     """A built-in data set by name, or a .npz file (validated, see the module docstring)."""
     if spec in DATASETS:
-        from models import datasets
+        from aidge_lite.models import datasets
 
         split = datasets.mnist() if spec == "mnist" else datasets.digits()
         return Data(spec, split.calib_x, split.test_x, split.test_y)

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from aidge_lite.cli import table
     from aidge_lite.errors import AidgeLiteError
     from aidge_lite.evaluate import accuracy, compare_engines, top1
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     start = time.perf_counter()
     try:

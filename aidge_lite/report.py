@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
+from aidge_lite import kernels
 
 from .errors import InputError
 from .evaluate import DEFAULT_BATCH, accuracy, as_float_input, batches, compare_engines, top1

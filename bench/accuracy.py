@@ -80,7 +80,7 @@ def full_grid(clippings=CLIPPING_MODES) -> tuple[OptionSet, ...]:
 
 
 def load_split(name: str):
-    from models import datasets
+    from aidge_lite.models import datasets
 
     split = datasets.mnist() if name == "mnist" else datasets.digits()
     return split.calib_x, split.test_x, split.test_y
@@ -96,7 +96,7 @@ def run_model(model: str, grid, bits_list, limit=None, batch_size=500, log=print
     from aidge_lite.errors import AidgeLiteError, QuantizationError
     from aidge_lite.evaluate import accuracy, compare_engines, top1
     from aidge_lite.target import PROFILES
-    from models import zoo
+    from aidge_lite.models import zoo
 
     notes = []
     try:
@@ -136,7 +136,7 @@ def run_model(model: str, grid, bits_list, limit=None, batch_size=500, log=print
 
 
 def main(argv=None) -> int:
-    from models import zoo
+    from aidge_lite.models import zoo
 
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)

@@ -87,7 +87,7 @@ def mib(n: int) -> str:
 
 
 def main(argv=None) -> int:
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     info = machine_info()
     graph = zoo.load("mnist8")

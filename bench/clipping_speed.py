@@ -38,7 +38,7 @@ BATCH = 256
 
 
 def prepared_graph(calib):
-    from models import zoo
+    from aidge_lite.models import zoo
 
     graph = zoo.load("mnist8")
     run_pipeline(graph, PTQConfig(calibration=CalibrationSet(calib, BATCH)),
@@ -65,7 +65,7 @@ def search_seconds(nodes, nb_bits, mode, compat) -> tuple[float, list[float]]:
 
 
 def main() -> None:
-    from models import datasets
+    from aidge_lite.models import datasets
 
     info = machine_info()
     calib = datasets.mnist().calib_x.astype(np.float32)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
+from aidge_lite import kernels
 from bench.common import machine_info, markdown_table, write_result
 
 BATCH = 1000
@@ -43,7 +43,7 @@ THREADS = (1, 2)
 
 
 def dataset(name):
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
     if zoo.dataset(name) == "mnist":
         d = datasets.mnist()
         return d.calib_x.astype(np.float32), d.test_x.astype(np.float32), d.test_y
@@ -119,7 +119,7 @@ def bench_model(name, tmp, repeat, log):
     import aidge_lite
     from aidge_lite.interp.integer import IntegerInterpreter
     from aidge_lite.interp.reference import ReferenceInterpreter
-    from models import zoo
+    from aidge_lite.models import zoo
 
     calib, test_x, test_y = dataset(name)
     graph = zoo.load(name)
@@ -238,7 +238,7 @@ def targets(results) -> str:
 
 
 def main(argv=None):
-    from models import zoo
+    from aidge_lite.models import zoo
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
     names = [a for a in argv if not a.startswith("--")] or list(zoo.NAMES)

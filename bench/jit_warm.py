@@ -93,7 +93,7 @@ def prepare(tmp: Path) -> tuple[Path, Path, float]:
     quantization time (not part of any measured child step)."""
     import aidge_lite
     import aidge_lite.serialize
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     data = datasets.mnist()
     start = time.perf_counter()

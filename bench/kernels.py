@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-import kernels
+from aidge_lite import kernels
 from bench.common import machine_info, markdown_table, write_result
 
 REPEAT = 11

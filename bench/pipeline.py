@@ -66,9 +66,9 @@ def peak_bytes(fn):
 
 def child(kind, mode, n_images, repeat):
     """Run in the subprocess: time `repeat` calls and measure the peak of one more."""
-    import kernels
+    from aidge_lite import kernels
     kernels.set_threads(1)
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
     d = datasets.mnist()
     images = d.calib_x if n_images <= len(d.calib_x) else np.concatenate([d.calib_x, d.test_x])
     images = np.ascontiguousarray(images[:n_images].astype(np.float32))

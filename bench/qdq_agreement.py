@@ -34,7 +34,7 @@ from aidge_lite.export_onnx import export_qdq
 from aidge_lite.interp.quant_common import AccumulatorOverflowWarning
 from aidge_lite.ir import OpType
 from aidge_lite.target import PROFILES
-from models import datasets, zoo
+from aidge_lite.models import datasets, zoo
 
 MODELS = ("mnist8", "lenet", "resnet_tiny", "inception_tiny")
 BATCH = 500

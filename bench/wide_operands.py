@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 
 import aidge_lite
-import kernels
+from aidge_lite import kernels
 import kernels.conv
 from aidge_lite import evaluate
 from bench.common import machine_info, markdown_table, write_result
@@ -56,7 +56,7 @@ def timed(qgraph, x) -> float:
 
 
 def measure(name, calib, x) -> list:
-    from models import zoo
+    from aidge_lite.models import zoo
 
     qgraph = aidge_lite.quantize_network(zoo.load(name), calib, nb_bits=16,
                                          target=aidge_lite.Target(acc_bits=64))
@@ -78,7 +78,7 @@ def measure(name, calib, x) -> list:
 
 
 def main():
-    from models import datasets
+    from aidge_lite.models import datasets
 
     info = machine_info()
     split = datasets.mnist()

@@ -5,7 +5,7 @@ calling thread (``numba.set_num_threads``) and, when ``threadpoolctl`` is
 installed, limits the BLAS library numpy uses (the float paths of the
 fake-quant engine) to the same count. Independent of ``aidge_lite``.
 
->>> import kernels
+>>> from aidge_lite import kernels
 >>> kernels.set_threads(1)      # doctest: +SKIP
 >>> with kernels.with_threads(2):  # doctest: +SKIP
 ...     ...

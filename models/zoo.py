@@ -7,7 +7,7 @@ during training is folded into the first layer.  All models output ``N x 10``
 logits.  The project's own models have a symbolic batch dimension; mnist8 is
 fixed to batch 1.
 
->>> from models import zoo
+>>> from aidge_lite.models import zoo
 >>> zoo.path("lenet").name
 'lenet.onnx'
 >>> zoo.dataset("digits_mlp")
@@ -72,7 +72,7 @@ def path(name: str) -> Path:
     p = ONNX_DIR / f"{name}.onnx"
     if not p.is_file():
         raise FileNotFoundError(
-            f"{p} is missing; retrain it with `python -m models.train.{name}`"
+            f"{p} is missing; retrain it with `python -m aidge_lite.models.train.{name}`"
         )
     return p
 

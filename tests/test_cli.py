@@ -37,10 +37,10 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def mnist8_available():
     try:
-        from models import zoo
+        from aidge_lite.models import zoo
 
         zoo.path("mnist8")
-        from models import datasets
+        from aidge_lite.models import datasets
 
         datasets.mnist_csv_path()
     except FileNotFoundError as exc:
@@ -104,7 +104,7 @@ def test_export_agrees_with_integer_engine_in_onnxruntime(q4, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import aidge_lite
     from aidge_lite import serialize
-    from models import datasets
+    from aidge_lite.models import datasets
 
     out_dir, _ = q4
     code, out, err = cli("export", out_dir / "model.npz", "-o", tmp_path / "m.onnx")
@@ -160,7 +160,7 @@ def test_show_and_dot(q4, tmp_path):
 def digits_files(tmp_path_factory):
     """digits test images as .npz data files: labelled (with calib_x) and unlabelled."""
     try:
-        from models import datasets, zoo
+        from aidge_lite.models import datasets, zoo
 
         zoo.path("digits_mlp")
         data = datasets.digits()
@@ -208,7 +208,7 @@ def _data_file(tmp_path, name, **arrays):
 def _saved_graph(tmp_path, *, no_quant: bool):
     """mnist8 quantized on 4 random images, saved (an integer or a no_quant graph)."""
     import aidge_lite
-    from models import zoo
+    from aidge_lite.models import zoo
 
     calib = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28)).astype(np.float32)
     path = tmp_path / f"q_{'no_quant' if no_quant else 'integer'}.npz"
@@ -315,7 +315,7 @@ def test_help_lists_every_command(capsys):
 def test_quantize_digits_full_split(tmp_path):
     """digits_mlp on the whole digits data set (train split = calibration, test split = test)."""
     try:
-        from models import zoo
+        from aidge_lite.models import zoo
 
         zoo.path("digits_mlp")
         import sklearn  # noqa: F401

@@ -62,7 +62,7 @@ def ort_integers(q, model, x, config="disabled"):
 # ------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def mnist():
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     try:
         zoo.path("mnist8")

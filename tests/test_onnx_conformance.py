@@ -128,7 +128,7 @@ MNIST8_DIR = Path(str(importlib.resources.files("qonnx") / "data" / "onnx" / "mn
 
 def _mnist_images(n: int) -> np.ndarray:
     try:
-        from models import datasets
+        from aidge_lite.models import datasets
 
         return np.asarray(datasets.mnist().test_x[:n], np.float32)
     except Exception:  # dataset not available: random pixels 0..255
@@ -162,7 +162,7 @@ def test_mnist8_matches_ort_on_64_images():
 # ------------------------------------------------------------ model zoo
 def _zoo_names():
     try:
-        from models import zoo
+        from aidge_lite.models import zoo
 
         return list(zoo.NAMES)
     except ImportError:
@@ -170,7 +170,7 @@ def _zoo_names():
 
 
 def _zoo_inputs(name: str, n: int) -> np.ndarray:
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     try:
         split = getattr(datasets, zoo.dataset(name))()
@@ -182,7 +182,7 @@ def _zoo_inputs(name: str, n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", _zoo_names())
 def test_zoo_model_matches_ort(name):
-    from models import zoo
+    from aidge_lite.models import zoo
 
     try:
         path = zoo.path(name)

@@ -199,7 +199,7 @@ def test_float_graph_rejected(setup):
 @pytest.fixture(scope="module")
 def digits_mlp():
     try:
-        from models import datasets, zoo
+        from aidge_lite.models import datasets, zoo
 
         return zoo.load("digits_mlp"), datasets.digits().calib_x[:200]
     except (FileNotFoundError, ImportError) as exc:
@@ -249,7 +249,7 @@ def test_sqnr_thresholds_in_float_units(digits_mlp):
 
 def _mnist8_or_skip():
     try:
-        from models import datasets, zoo
+        from aidge_lite.models import datasets, zoo
 
         return zoo.load("mnist8"), datasets.mnist().calib_x[::25]
     except FileNotFoundError as exc:

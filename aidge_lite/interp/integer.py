@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from aidge_lite import kernels
 
 from ..errors import ExecutionError, InputError, UnsupportedOperatorError
 from ..ir import Node, OpType

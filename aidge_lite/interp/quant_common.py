@@ -70,7 +70,7 @@ def quantizer_args(node, x: np.ndarray):
     Checks what the kernels take as preconditions (both engines call this): one
     parameter per channel (or one for all).
     """
-    from kernels.rounding import ROUNDING_NAMES
+    from aidge_lite.kernels.rounding import ROUNDING_NAMES
 
     attrs = node.attrs
     view = channels_view(x)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
-from kernels.rounding import ROUNDING_NAMES
+from aidge_lite import kernels
+from aidge_lite.kernels.rounding import ROUNDING_NAMES
 
 from ..ir import OpType
 from . import float_ops

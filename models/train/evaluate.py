@@ -1,6 +1,6 @@
 """Float accuracy of every zoo model with onnxruntime (the README table).
 
-    python -m models.train.evaluate
+    python -m aidge_lite.models.train.evaluate
 
 MNIST models are evaluated on the 4,000 test images of
 ``models.datasets.mnist()``, digits_mlp on the 719 test images of
@@ -14,8 +14,8 @@ from collections import Counter
 import numpy as np
 import onnx
 
-from models import datasets, zoo
-from models.train.common import ort_run
+from aidge_lite.models import datasets, zoo
+from aidge_lite.models.train.common import ort_run
 
 
 def describe(name: str) -> dict:

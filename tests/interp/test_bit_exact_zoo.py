@@ -19,7 +19,7 @@ import pytest
 import aidge_lite
 from aidge_lite import Graph, Node, OpType, Target
 from aidge_lite.errors import GraphError
-from models import datasets, zoo
+from aidge_lite.models import datasets, zoo
 
 BITS_ALL = (8, 6, 4, 3, 2)
 BITS_FAST = (8, 3)

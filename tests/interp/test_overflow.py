@@ -161,7 +161,7 @@ def test_saturate_and_wrap_outputs_differ(q16):
 
 @pytest.fixture(scope="module")
 def mnist8_q8():
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     try:
         graph = zoo.load("mnist8")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import fit_accumulator, fit_accumulator_ref
+from aidge_lite.kernels import fit_accumulator, fit_accumulator_ref
 from tests.strategies import INT64_MAX, INT64_MIN, accumulators
 
 EDGES = np.array([INT64_MIN, INT64_MIN + 1, -(2 ** 31) - 1, -(2 ** 31), -(2 ** 31) + 1, -1, 0, 1,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import example, given
 
-from kernels import conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm_ref
-from kernels.canonical import as_operand
-from kernels.conv import _byte_limbs, _limb_terms
+from aidge_lite.kernels import conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm_ref
+from aidge_lite.kernels.canonical import as_operand
+from aidge_lite.kernels.conv import _byte_limbs, _limb_terms
 from tests.strategies import conv2d_cases
 
 I8_MIN, I8_MAX = -128, 127

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import add, add_ref, clip, clip_ref, concat2, concat2_ref, relu, relu_ref
+from aidge_lite.kernels import add, add_ref, clip, clip_ref, concat2, concat2_ref, relu, relu_ref
 from tests.strategies import ACTIVATION_DTYPES, activations, int_tensors, same_shape_pairs
 
 I32 = np.iinfo(np.int32)

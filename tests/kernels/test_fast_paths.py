@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernels
-from kernels import (conv2d, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm, gemm_ref,
+from aidge_lite import kernels
+from aidge_lite.kernels import (conv2d, conv2d_ref, conv2d_requant, conv2d_requant_ref, gemm, gemm_ref,
                      requant_float, requant_float_ref)
-from kernels.canonical import as_operand
-from kernels.igemm import _panel_split, int32_exact, max_abs
+from aidge_lite.kernels.canonical import as_operand
+from aidge_lite.kernels.igemm import _panel_split, int32_exact, max_abs
 from tests.strategies import conv2d_cases
 
 

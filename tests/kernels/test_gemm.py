@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import example, given
 
-from kernels import gemm, gemm_ref
+from aidge_lite.kernels import gemm, gemm_ref
 from tests.strategies import gemm_cases
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels.histogram import histogram, histogram_ref
+from aidge_lite.kernels.histogram import histogram, histogram_ref
 
 finite = st.floats(allow_nan=False, allow_infinity=True, width=64)
 ranges = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref, maxpool2d,
+from aidge_lite.kernels import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref, maxpool2d,
                      maxpool2d_ref, pool2d_output_shape)
 from tests.strategies import ACTIVATION_DTYPES, int_tensors, modes, pool_cases
 

@@ -11,7 +11,7 @@ import pytest
 from numba.core.caching import NullCache
 from numba.core.registry import CPUDispatcher
 
-import kernels
+from aidge_lite import kernels
 
 KERNEL_FILES = sorted((Path(kernels.__file__).parent).glob("*.py"))
 FORBIDDEN = ("aidge_lite", "networkx")
@@ -82,7 +82,7 @@ def test_gemm_compiles_into_the_disk_cache(tmp_path):
     # (numba.get_num_threads() in jitted code is one) with only a warning, and
     # every process then recompiles it. A fresh process with an empty cache
     # directory shows it; the GEMM path covers the shared implicit-GEMM driver.
-    script = ("import numpy as np, kernels\n"
+    script = ("import numpy as np\nfrom aidge_lite import kernels\n"
               "kernels.gemm(np.ones((64, 18), np.uint8), np.ones((18, 16), np.int8),"
               " np.zeros(16, np.int32))\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import (quantize_multiplier, requant_float, requant_float_ref, requant_int,
+from aidge_lite.kernels import (quantize_multiplier, requant_float, requant_float_ref, requant_int,
                      requant_int_ref)
 from tests.kernels.test_rounding import MODES, round_fraction
 from tests.strategies import INT64_MAX, INT64_MIN, requant_float_cases, requant_int_cases

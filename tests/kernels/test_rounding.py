@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kernels import rounding as R
+from aidge_lite.kernels import rounding as R
 from tests.strategies import INT64_MAX, INT64_MIN, int64s, modes
 
 MODES = [R.HALF_AWAY, R.HALF_UP, R.HALF_EVEN, R.FLOOR]

@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from models import datasets, zoo
+from aidge_lite.models import datasets, zoo
 
 needs_mlxtend = pytest.mark.skipif(
     importlib.util.find_spec("mlxtend") is None,

@@ -360,7 +360,7 @@ ZOO_BUGS: dict[str, str] = {}
 def load_zoo_or_skip(name: str) -> Graph:
     """`models.zoo.load(name)`, skipping the test while its ONNX file does not exist yet."""
     import pytest
-    from models import zoo
+    from aidge_lite.models import zoo
 
     try:
         zoo.path(name)
@@ -371,7 +371,7 @@ def load_zoo_or_skip(name: str) -> Graph:
 
 def zoo_split(name: str):
     """The dataset split (`models.datasets.Split`) a zoo model is evaluated on."""
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     return getattr(datasets, zoo.dataset(name))()
 
@@ -379,7 +379,7 @@ def zoo_split(name: str):
 def zoo_params(names=None, bugs=None):
     """pytest params over the zoo, with a strict xfail on models hit by a known bug."""
     import pytest
-    from models import zoo
+    from aidge_lite.models import zoo
 
     bugs = ZOO_BUGS if bugs is None else bugs
     return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=bugs[n])) if n in bugs else n

@@ -305,7 +305,7 @@ def accuracy_of(scores, labels) -> float:
 # ---------------------------------------------------------------------- zoo
 @lru_cache(maxsize=None)
 def _zoo_cached(name: str):
-    from models import zoo
+    from aidge_lite.models import zoo
 
     return zoo.load(name)
 
@@ -320,14 +320,14 @@ def zoo_model(name: str) -> Graph:
 
 @lru_cache(maxsize=None)
 def _dataset_cached(kind: str):
-    from models import datasets
+    from aidge_lite.models import datasets
 
     return datasets.mnist() if kind == "mnist" else datasets.digits()
 
 
 def zoo_data(name: str):
     """The Split of zoo model `name` (skip if its data is missing)."""
-    from models import zoo
+    from aidge_lite.models import zoo
 
     try:
         return _dataset_cached(zoo.dataset(name))

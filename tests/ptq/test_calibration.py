@@ -96,7 +96,7 @@ def test_batch_size_does_not_change_ranges(batch_size):
 
 def test_sources_identical_on_a_zoo_model():
     from .test_prepare import load_or_skip
-    from models import datasets
+    from aidge_lite.models import datasets
 
     graph = load_or_skip("lenet")
     x = np.asarray(datasets.mnist().calib_x[::10][:96], np.float32)  # all ten classes
@@ -206,7 +206,7 @@ def test_calibration_shape_mismatch_image_model():
     pytest.param(lambda x: x[0], CalibrationError, "'input'.*rank", id="no_batch_axis"),
 ])
 def test_bad_calibration_on_lenet(data, error, pattern):
-    from models import datasets
+    from aidge_lite.models import datasets
 
     graph = B.load_zoo_or_skip("lenet")
     x = np.asarray(datasets.mnist().calib_x[:8], np.float32)

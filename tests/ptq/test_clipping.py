@@ -421,7 +421,7 @@ needs_mnist8 = pytest.mark.skipif(
 
 
 def mnist8_accuracy(nb_bits, mode, calib=1000, test=4000, compat=None, signs=False):
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     data = datasets.mnist()
     graph = zoo.load("mnist8")
@@ -463,7 +463,7 @@ def test_mnist8_compat_kl_reproduces_the_reference_collapse():
 def test_kl_does_not_clip_discrete_input_to_nothing():
     """digits' 17 grey levels: KL on the input histogram chose 1/16 of the range (29 %)."""
     import aidge_lite
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     data = datasets.digits()
     q = aidge_lite.quantize_network(zoo.load("digits_mlp"), data.calib_x, nb_bits=8, clipping="kl")
@@ -476,7 +476,7 @@ def test_lenet_kl_without_signs_keeps_the_relu_side():
     negative bulk and clipped it to 3 % of its range (41 % accuracy); the rectified
     histogram keeps >= 98 % (1,000 evenly spread test images)."""
     from aidge_lite.evaluate import accuracy
-    from models import datasets, zoo
+    from aidge_lite.models import datasets, zoo
 
     try:
         graph, data = zoo.load("lenet"), datasets.mnist()

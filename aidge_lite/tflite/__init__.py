@@ -1,0 +1,1 @@
+"""Import of fully-integer int8 TFLite models (TFLite reference-kernel arithmetic)."""
