@@ -6,12 +6,12 @@ from .serialize import load, save
 from .target import Target
 
 __version__ = "0.1.0"
-__all__ = ["Graph", "Node", "OpType", "verify", "load_onnx", "run", "errors", "quantize_network",
+__all__ = ["Graph", "Node", "OpType", "verify", "load_onnx", "load_tflite", "run", "errors", "quantize_network",
            "dequantize", "Target", "save", "load"]
 
 # Imported on first use: onnx and the PTQ passes cost ~0.1 s of start-up that a
 # process running an already quantized graph (an integer golden run) never needs.
-_LAZY = {"load_onnx": ".onnx_io", "quantize_network": ".ptq", "dequantize": ".ptq"}
+_LAZY = {"load_onnx": ".onnx_io", "load_tflite": ".tflite", "quantize_network": ".ptq", "dequantize": ".ptq"}
 
 
 def __getattr__(name):

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from .errors import QuantizationError
 
 ROUNDINGS = ("half_away", "half_up", "half_even", "floor")
-RESCALES = ("float", "fixed_point", "shift", "double_shift")
+RESCALES = ("float", "fixed_point", "shift", "double_shift", "gemmlowp")
 OVERFLOWS = ("error", "saturate", "wrap")
 
 
@@ -29,7 +29,9 @@ class Target:
     rescale : str
         How a quantizer multiplies: "float" (float64 multiplier), "fixed_point"
         (int32 Q31 multiplier + right shift, TFLite style), "shift" (a power of
-        two) or "double_shift" (N2D2's (1 + 2^-a) * 2^-b).
+        two), "double_shift" (N2D2's (1 + 2^-a) * 2^-b) or "gemmlowp" (TFLite's
+        Q31 multiplier + signed shift with its double rounding:
+        SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT).
     overflow : str
         Accumulator out of range: "error" (raise, naming node and count),
         "saturate" or "wrap" (two's complement); the last two warn and record.

@@ -13,7 +13,14 @@ from .conv import (conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant,
 from .elementwise import (add, add_ref, clip, clip_ref, concat2, concat2_ref,
                           relu, relu_ref)
 from .gemm import gemm, gemm_ref
+from .gemmlowp import (check_gemmlowp_args, multiply_by_quantized_multiplier,
+                       quantize_multiplier_greater_than_one,
+                       quantize_multiplier_smaller_than_one_exp, requant_gemmlowp,
+                       requant_gemmlowp_ref, rounding_divide_by_pot,
+                       saturating_rounding_doubling_high_mul)
+from .gemmlowp import quantize_multiplier as tflite_quantize_multiplier  # requant's differs
 from .histogram import histogram, histogram_ref
+from .lookup import lookup, lookup_ref
 from .threads import get_threads, max_threads, set_threads, with_threads
 from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
                    maxpool2d, maxpool2d_ref, pool2d_output_shape)
@@ -37,5 +44,9 @@ __all__ = [
     "maxpool2d", "maxpool2d_ref", "avgpool2d", "avgpool2d_ref",
     "global_avgpool", "global_avgpool_ref", "pool2d_output_shape",
     "add", "add_ref", "concat2", "concat2_ref", "relu", "relu_ref",
-    "clip", "clip_ref",
+    "clip", "clip_ref", "lookup", "lookup_ref",
+    "requant_gemmlowp", "requant_gemmlowp_ref", "check_gemmlowp_args",
+    "multiply_by_quantized_multiplier", "saturating_rounding_doubling_high_mul",
+    "rounding_divide_by_pot", "tflite_quantize_multiplier",
+    "quantize_multiplier_smaller_than_one_exp", "quantize_multiplier_greater_than_one",
 ]

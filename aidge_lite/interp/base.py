@@ -117,6 +117,7 @@ def check_input(node: Node, value) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiu":
         raise InputError(f"input '{node.name}': dtype {array.dtype} is not numeric (int or float)")
+    _check_integer_input(node, array)
     declared = node.attrs["shape"]
     if array.ndim != len(declared):
         raise InputError(
@@ -130,3 +131,18 @@ def check_input(node: Node, value) -> np.ndarray:
                 f"at axis {axis}"
             )
     return array
+
+
+def _check_integer_input(node: Node, array: np.ndarray) -> None:
+    """An input declared int8/uint8/int16 (an integer model) takes integers in its range."""
+    declared = np.dtype(node.attrs.get("dtype", "float32"))
+    if declared.kind not in "iu":
+        return
+    if array.dtype.kind == "f":
+        if array.size and not np.array_equal(array, np.round(array)):
+            raise InputError(f"input '{node.name}': {array.dtype} values that are not integers, "
+                             f"expected {declared} codes")
+    info = np.iinfo(declared)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise InputError(f"input '{node.name}': values in [{array.min()}, {array.max()}] "
+                         f"do not fit {declared} [{info.min}, {info.max}]")

@@ -52,6 +52,9 @@ class IntegerInterpreter(Interpreter):
         self.transposed: dict[str, np.ndarray] = {}
 
     def prepare_input(self, node, value):
+        declared = np.dtype(node.attrs.get("dtype", "float32"))
+        if declared.kind in "iu":  # an integer model input (int8 TFLite): bind_inputs checked it
+            return np.ascontiguousarray(value, dtype=declared)
         return np.asarray(value, dtype=np.float64)  # the input quantizer is the float boundary
 
     def run_node(self, node, operands):

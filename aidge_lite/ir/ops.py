@@ -36,11 +36,16 @@ class OpType(str, Enum):
     UNSQUEEZE = "Unsqueeze"
     PAD = "Pad"
     SOFTMAX = "Softmax"
+    REDUCE_SUM = "ReduceSum"
     IDENTITY = "Identity"
     DROPOUT = "Dropout"
     # PTQ operators: a float rescale, and a rescale + round + clip to n bits.
     SCALING = "Scaling"
     QUANTIZER = "Quantizer"
+    # Integer-graph operators of imported int8 models (TFLite): a 256-entry table
+    # applied to an int8 tensor, and the int8 -> float boundary.
+    LOOKUP = "Lookup"
+    DEQUANTIZE = "Dequantize"
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,13 @@ OPS: dict[OpType, OpSpec] = {
     OpType.UNSQUEEZE: OpSpec(1, 1, ("axes",)),
     OpType.PAD: OpSpec(1, 1, ("pads",)),
     OpType.SOFTMAX: _UNARY,
+    OpType.REDUCE_SUM: OpSpec(1, 1, ("axes",)),
     OpType.IDENTITY: _UNARY,
     OpType.DROPOUT: _UNARY,
     OpType.SCALING: OpSpec(1, 1, ("scale",)),
     OpType.QUANTIZER: OpSpec(1, 1, ("scale", "rounding", "lo", "hi")),
+    OpType.LOOKUP: OpSpec(1, 1, ("table", "offset")),
+    OpType.DEQUANTIZE: OpSpec(1, 1, ("scale", "zero_point")),
 }
 
 # Ops whose output is a linear map of the input plus a bias: they own weights and
@@ -109,7 +117,8 @@ LAYOUT = frozenset(
      OpType.UNSQUEEZE, OpType.IDENTITY, OpType.DROPOUT}
 )
 # Nonlinear ops with no integer form: the PTQ refuses graphs that use them.
-NOT_QUANTIZABLE = frozenset({OpType.SIGMOID, OpType.TANH, OpType.SOFTMAX, OpType.DIV})
+NOT_QUANTIZABLE = frozenset({OpType.SIGMOID, OpType.TANH, OpType.SOFTMAX, OpType.DIV,
+                             OpType.REDUCE_SUM, OpType.LOOKUP, OpType.DEQUANTIZE})
 # Ops whose output is never negative: the sign optimisation marks them unsigned.
 NON_NEGATIVE = frozenset({OpType.RELU})
 # Ops that only reorder or pick values: they keep the sign of their input.
