@@ -6,7 +6,7 @@
     aidge-lite quantize MODEL [--data mnist|digits|FILE.npz] --bits N [options] -o OUT
     aidge-lite export QGRAPH.npz -o model.onnx
 
-MODEL is an ONNX file, a saved graph (``.npz``, see `aidge_lite.serialize`)
+MODEL is an ONNX file, an int8 TFLite file (``.tflite``), a saved graph (``.npz``, see `aidge_lite.serialize`)
 or a zoo model name (``mnist8``, ``lenet``, ...; see `models.zoo`). ``--data``
 defaults to the zoo model's data set. MNIST: calibration = the 1,000
 calibration images, test = the 4,000 test images; digits: calibration = the
@@ -75,13 +75,15 @@ def load_model(spec: str):
             raise FileNotFoundError(f"{spec}: is a directory, not a model file")
         if path.suffix.lower() == ".npz":
             return serialize.load(path), None
+        if path.suffix.lower() == ".tflite":
+            return aidge_lite.load_tflite(path), None
         return aidge_lite.load_onnx(path), None
     from aidge_lite.models import zoo
 
     name = _ALIASES.get(spec.lower(), spec)
     if name in zoo.NAMES:
         return aidge_lite.load_onnx(zoo.path(name)), name
-    if path.suffix.lower() in (".onnx", ".npz") or "/" in spec or "\\" in spec:
+    if path.suffix.lower() in (".onnx", ".npz", ".tflite") or "/" in spec or "\\" in spec:
         raise FileNotFoundError(f"model file '{spec}' does not exist")
     raise FileNotFoundError(f"model '{spec}' is neither a file nor a zoo model "
                             f"(zoo: {', '.join(zoo.NAMES)})")
@@ -165,7 +167,10 @@ def _print_model_header(graph, zoo_model) -> None:
     label = f" (zoo model '{zoo_model}')" if zoo_model else ""
     print(f"Model: {graph.name}{label}")
     meta = graph.meta
-    if meta.get("quantized"):
+    if meta.get("source") == "tflite":
+        print(f"Quantized: int8 TFLite model (TFLite reference-kernel arithmetic, layout NHWC), "
+              f"target {json.dumps(meta.get('target'))}")
+    elif meta.get("quantized"):
         kind = "integer" if meta.get("integer") else "no_quant (scales only)"
         print(f"Quantized: {meta.get('nb_bits')} bits, {kind}, options {json.dumps(meta.get('options', {}))}, "
               f"target {json.dumps(meta.get('target'))}")
@@ -356,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def common(p, *, data=True):
-        p.add_argument("model", metavar="MODEL", help="ONNX file, saved graph (.npz) or zoo model name")
+        p.add_argument("model", metavar="MODEL", help="ONNX file, int8 .tflite file, saved graph (.npz) or zoo model name")
         if data:
             p.add_argument("--data", metavar="mnist|digits|FILE.npz",
                            help="data set or .npz file with x [, y, calib_x] (default: the zoo model's)")

@@ -135,15 +135,22 @@ IntegerInterpreter.impls[op.MUL] = _mul(_int_mul_without_zero_points)
 
 # ------------------------------------------------------------ quantizers
 def gemmlowp_args(node, x: np.ndarray):
-    """(acc (R, C) int64, multiplier (C,), shift (C,), params) for requant_gemmlowp,
-    checked (both engines): one multiplier per channel of the last axis, or one."""
+    """(acc (R, C) int64, multiplier (C,), shift (C,), params, out) for requant_gemmlowp,
+    checked (both engines): one multiplier for the tensor, or one per channel of
+    `axis` (attr, default -1: TFLite's NHWC; our own NCHW graphs use 1). `acc` has the
+    channel axis moved last; `restore(out)` gives the result in `x`'s layout."""
     attrs = node.attrs
     multiplier = np.atleast_1d(np.asarray(attrs["multiplier"], np.int64))
     shift = np.atleast_1d(np.asarray(attrs["shift"], np.int64))
     channels = multiplier.size
-    if shift.size != channels or (channels > 1 and (x.ndim == 0 or x.shape[-1] != channels)):
-        raise _fail(node, f"{channels} multipliers / {shift.size} shifts for a tensor of shape {x.shape}")
-    acc = np.ascontiguousarray(x, dtype=np.int64).reshape(-1, channels)
+    axis = attrs.get("axis", -1)
+    if shift.size != channels or (channels > 1 and (x.ndim == 0 or not -x.ndim <= axis < x.ndim
+                                                      or x.shape[axis] != channels)):
+        raise _fail(node, f"{channels} multipliers / {shift.size} shifts on axis {axis} of a "
+                          f"tensor of shape {x.shape}")
+    moved = channels > 1 and axis % x.ndim != x.ndim - 1
+    view = np.moveaxis(x, axis, -1) if moved else x
+    acc = np.ascontiguousarray(view, dtype=np.int64).reshape(-1, channels)
     params = np.array([attrs.get("input_zero_point", 0), attrs.get("pre_shift", 0),
                        attrs.get("zero_point", 0), attrs["lo"], attrs["hi"]], np.int64)
     out = np.empty(acc.shape, np.dtype(attrs["dtype"]))
@@ -151,7 +158,12 @@ def gemmlowp_args(node, x: np.ndarray):
         check_gemmlowp_args(acc, multiplier, shift, params, out)
     except ValueError as exc:
         raise _fail(node, str(exc)) from None
-    return acc, np.ascontiguousarray(multiplier), np.ascontiguousarray(shift), params, out
+
+    def restore(y):
+        y = y.reshape(view.shape)
+        return np.ascontiguousarray(np.moveaxis(y, -1, axis)) if moved else y
+
+    return acc, np.ascontiguousarray(multiplier), np.ascontiguousarray(shift), params, out, restore
 
 
 def tflite_quantize(node, x: np.ndarray) -> np.ndarray:
@@ -189,9 +201,9 @@ def _quantizer(inner, requant, requant_float):
         if mode == "gemmlowp":
             if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
                 raise _fail(node, "gemmlowp rescale of a non-integer tensor")
-            acc, multiplier, shift, params, out = gemmlowp_args(node, x)
+            acc, multiplier, shift, params, out, restore = gemmlowp_args(node, x)
             requant(acc, multiplier, shift, params, out)
-            return self.holding(out.reshape(x.shape))
+            return self.holding(restore(out))
         if mode == "tflite_quantize":
             return self.holding(tflite_quantize(node, x))
         if mode == "double":

@@ -68,10 +68,13 @@ def run_litert(model, inputs, reference=True, num_threads=1):
     -----
     The batch is run sample by sample (the interpreter keeps its fixed
     batch of 1; ``resize_tensor_input`` is not used because ops such as
-    RESHAPE carry a constant shape with the batch baked in). The per-sample
-    values of every non-constant tensor are concatenated along axis 0 when
-    its first dimension is 1 (shape ``[N, ...]``), stacked along a new axis 0
-    otherwise (shape ``[N, *shape]``). Constant tensors are returned once.
+    RESHAPE carry a constant shape with the batch baked in). With N = 1 the
+    tensors are returned exactly as LiteRT holds them. With N > 1 the
+    per-sample values of every non-constant tensor are concatenated along
+    axis 0 when its first dimension is 1 (shape ``[N, ...]``), stacked along
+    a new axis 0 otherwise (e.g. a FULLY_CONNECTED output ``[3, 10]`` computed
+    from a ``[1, 3, 10]`` input gives ``[N, 3, 10]``). Constant tensors are
+    returned once.
     """
     lt = load_litert()
     if isinstance(model, (str, os.PathLike)):
@@ -105,24 +108,25 @@ def run_litert(model, inputs, reference=True, num_threads=1):
         else:
             raise ValueError(f"input {d['name']!r}: shape {x.shape} matches neither the model "
                              f"shape {shape} nor a batch (N, *{shape[1:]})")
-        if n is not None and size != n:
+        if split and n is not None and size != n:
             raise ValueError("inputs disagree on the batch size")
-        n = size
+        n = size if split else n
         batches.append((d["index"], x, split))
+    n = 1 if n is None else n
 
     constants = _constant_tensors(model)
     tensor_details = [t for t in it.get_tensor_details() if t["name"]]
     runs = []
     for i in range(n):
         for index, x, split in batches:
-            it.set_tensor(index, x[i:i + 1] if split else x[i])
+            it.set_tensor(index, x[i:i + 1] if split else x[0])
         it.invoke()
         runs.append({t["name"]: it.get_tensor(t["index"]).copy() for t in tensor_details
                      if t["index"] not in constants or i == 0})
     out = {}
     for t in tensor_details:
         name = t["name"]
-        if t["index"] in constants or not any(split for _, _, split in batches):
+        if t["index"] in constants or n == 1:
             out[name] = runs[0][name]
         else:
             values = [r[name] for r in runs]

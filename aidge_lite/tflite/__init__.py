@@ -42,8 +42,9 @@ def load_tflite(source, name: str | None = None) -> Graph:
     for index in model.inputs:
         t = model.tensors[index]
         if t.dtype not in _INPUT_DTYPES:
-            raise UnsupportedOperatorError(conv.names[index], "input",
-                                           f"dtype {t.dtype} (supported: {', '.join(_INPUT_DTYPES)})")
+            detail = " (16x8 models are not supported, only int8)" if t.dtype == "int16" else ""
+            raise UnsupportedOperatorError(conv.names[index], "input", f"model input '{t.name}' is "
+                                           f"{t.dtype}{detail}; supported: {', '.join(_INPUT_DTYPES)}")
         graph.add(Node(conv.names[index], OpType.INPUT,
                        attrs={"shape": tuple(int(d) for d in t.shape), "dtype": t.dtype}))
     graph.inputs = [conv.names[i] for i in model.inputs]
@@ -68,7 +69,10 @@ def load_tflite(source, name: str | None = None) -> Graph:
             raise ModelLoadError(f"graph output '{out}' is never computed")
     graph.meta.update(quantized=True, integer=True, target=TFLITE_TARGET.to_dict(),
                       source="tflite", layout="NHWC",
-                      output_dtypes={n: model.tensors[i].dtype for n, i in zip(graph.outputs, model.outputs)})
+                      output_dtypes={n: model.tensors[i].dtype for n, i in zip(graph.outputs, model.outputs)},
+                      output_quantization={n: (float(model.tensors[i].scale[0]), int(model.tensors[i].zero_point[0]))
+                                           for n, i in zip(graph.outputs, model.outputs)
+                                           if model.tensors[i].quantized})
     verify(graph)
     return graph
 

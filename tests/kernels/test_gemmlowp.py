@@ -1,6 +1,5 @@
 """TFLite / gemmlowp requantization against Python-int / Fraction oracles."""
 
-import itertools
 import math
 from fractions import Fraction
 
@@ -207,10 +206,17 @@ def test_kernel_matches_twin_and_oracle(args):
 
 # --- check_gemmlowp_args ------------------------------------------------------------
 
+def row(*values):
+    return np.array([values], np.int64)
+
+
+def make_params(in_off=0, pre=0, out_off=0, lo=-128, hi=127):
+    return np.array([in_off, pre, out_off, lo, hi], np.int64)
+
+
 def good(**kw):
-    args = dict(acc=np.array([[10, -10]], np.int64), multiplier=np.array([2 ** 30, 2 ** 30]),
-                shift=np.array([0, -3]), params=np.array([0, 0, 0, -128, 127]),
-                out=np.empty((1, 2), np.int8))
+    args = dict(acc=row(10, -10), multiplier=np.array([2 ** 30, 2 ** 30]), shift=np.array([0, -3]),
+                params=make_params(), out=np.empty((1, 2), np.int8))
     args.update(kw)
     return args
 
@@ -225,20 +231,20 @@ def good(**kw):
     (dict(multiplier=np.array([-1, 1])), "multiplier"),
     (dict(shift=np.array([31, 0])), r"\[-31, 30\]"),
     (dict(shift=np.array([0, -32])), r"\[-31, 30\]"),
-    (dict(params=np.array([2 ** 31, 0, 0, -128, 127])), "input_offset"),
-    (dict(params=np.array([0, 0, -(2 ** 31) - 1, -128, 127])), "output_offset"),
-    (dict(acc=np.zeros((1, 2), np.int64), params=np.array([0, 31, 0, -128, 127])), "pre_shift = 31"),
-    (dict(acc=np.zeros((1, 2), np.int64), params=np.array([0, -1, 0, -128, 127])), "pre_shift = -1"),
-    (dict(params=np.array([0, 0, 0, 5, 4])), "empty clamp range"),
-    (dict(params=np.array([0, 0, 0, -129, 127])), "int8"),
+    (dict(params=make_params(in_off=2 ** 31)), "input_offset"),
+    (dict(params=make_params(out_off=-(2 ** 31) - 1)), "output_offset"),
+    (dict(acc=row(0, 0), params=make_params(pre=31)), "pre_shift = 31"),
+    (dict(acc=row(0, 0), params=make_params(pre=-1)), "pre_shift = -1"),
+    (dict(params=make_params(lo=5, hi=4)), "empty clamp range"),
+    (dict(params=make_params(lo=-129)), "int8"),
     (dict(out=np.empty((1, 2), np.int64)), "out"),
     (dict(out=np.empty((2, 1), np.int8)), "out"),
-    (dict(acc=np.array([[2 ** 31, 0]], np.int64)), "acc leaves int32"),
-    (dict(acc=np.array([[I32_MIN, 0]], np.int64), params=np.array([1, 0, 0, -128, 127])), "row 0, channel 0"),
-    (dict(acc=np.array([[0, 2 ** 11]], np.int64), params=np.array([0, 20, 0, -128, 127])), "channel 1"),
-    (dict(acc=np.array([[2 ** 30, 0]], np.int64), shift=np.array([1, 0])), "row 0, channel 0"),
-    (dict(acc=np.array([[I32_MAX, 0]], np.int64), multiplier=np.array([I32_MAX, 0]),
-          params=np.array([0, 0, 2, -128, 127])), "output_offset = 2147483648"),
+    (dict(acc=row(2 ** 31, 0)), "acc leaves int32"),
+    (dict(acc=row(I32_MIN, 0), params=make_params(in_off=1)), "row 0, channel 0"),
+    (dict(acc=row(0, 2 ** 11), params=make_params(pre=20)), "channel 1"),
+    (dict(acc=row(2 ** 30, 0), shift=np.array([1, 0])), "row 0, channel 0"),
+    (dict(acc=row(I32_MAX, 0), multiplier=np.array([I32_MAX, 0]), params=make_params(out_off=2)),
+     "output_offset = 2147483648"),
 ])
 def test_check_rejects(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -247,17 +253,17 @@ def test_check_rejects(kw, msg):
 
 @pytest.mark.parametrize("kw", [
     {},
-    dict(acc=np.array([[I32_MIN, I32_MAX]], np.int64)),
-    dict(acc=np.array([[-(2 ** 30), 2 ** 30 - 1]], np.int64), shift=np.array([1, 1])),
-    dict(acc=np.array([[-(2 ** 11) + 7, 2 ** 11 + 6]], np.int64), params=np.array([7, 20, 0, -128, 127])),
-    dict(acc=np.array([[0, -1]], np.int64), shift=np.array([30, 30]), params=np.array([0, 1, 0, -128, 127])),
-    # |acc| at int32 max but the product is small: output_offset far from the edge is fine
-    dict(acc=np.array([[I32_MAX, I32_MIN]], np.int64), multiplier=np.array([1, 1]),
-         params=np.array([0, 0, I32_MAX - 1, 0, 127])),  # MBQM(int32 max, 1, 0) == 1
-    dict(acc=np.array([[I32_MAX, 0]], np.int64), multiplier=np.array([I32_MAX, 0]),
-         params=np.array([0, 0, 1, -128, 127])),  # 2**31 - 2 + 1 == int32 max
-    dict(acc=np.zeros((0, 2), np.int64), params=np.array([0, 30, 0, -128, 127]),
-         out=np.empty((0, 2), np.int8)),
+    dict(acc=row(I32_MIN, I32_MAX)),
+    dict(acc=row(-(2 ** 30), 2 ** 30 - 1), shift=np.array([1, 1])),
+    dict(acc=row(-(2 ** 11) + 7, 2 ** 11 + 6), params=make_params(in_off=7, pre=20)),
+    dict(acc=row(0, -1), shift=np.array([30, 30]), params=make_params(pre=1)),
+    # output_offset next to int32 max: fine, the exact products are +-1 (the
+    # conservative bound |MBQM(v)| <= |v| alone would reject it)
+    dict(acc=row(I32_MAX, I32_MIN), multiplier=np.array([1, 1]),
+         params=make_params(out_off=I32_MAX - 1, lo=0)),
+    dict(acc=row(I32_MAX, 0), multiplier=np.array([I32_MAX, 0]),
+         params=make_params(out_off=1)),  # 2**31 - 2 + 1 == int32 max
+    dict(acc=np.zeros((0, 2), np.int64), params=make_params(pre=30), out=np.empty((0, 2), np.int8)),
 ])
 def test_check_accepts(kw):
     args = good(**kw)
