@@ -282,10 +282,12 @@ class Graph:
     def __init__(self):
         self.tensors, self.ops, self.inputs = {}, [], []
 
-    # ---- tensors --------------------------------------------------------
     def tensor(self, name):
         """The :class:`Tensor` called ``name``."""
         return self.tensors[name]
+
+    def _q(self, name):
+        return self.tensors[name].scale, self.tensors[name].zero_point
 
     def _add(self, tensor):
         if tensor.name in self.tensors:
@@ -318,11 +320,6 @@ class Graph:
         self.ops.append(Op(opcode, list(inputs), [out], dict(options or {})))
         return out
 
-    def _q(self, name):
-        t = self.tensors[name]
-        return t.scale, t.zero_point
-
-    # ---- convolutions ---------------------------------------------------
     def _conv_like(self, opcode, x, weights, bias, w_scale, out_scale, out_zero_point,
                    stride, padding, dilation, activation, quant_axis, out_channels, name, extra):
         xt = self.tensors[x]
@@ -385,22 +382,19 @@ class Graph:
         opts = dict(fused_activation_function=activation, keep_num_dims=bool(keep_num_dims))
         return self._op("FULLY_CONNECTED", ins, shape, out_scale, out_zero_point, opts, name=name)
 
-    # ---- elementwise ----------------------------------------------------
     def _binary(self, opcode, a, b, out_scale, out_zero_point, activation, name):
         shape = np.broadcast_shapes(self.tensors[a].shape, self.tensors[b].shape)
         return self._op(opcode, [a, b], shape, out_scale, out_zero_point,
                         {"fused_activation_function": activation}, name=name)
 
     def add(self, a, b, *, out_scale, out_zero_point, activation="NONE", name=None):
-        """ADD with numpy broadcasting."""
+        """ADD with numpy broadcasting (likewise :meth:`sub`, :meth:`mul`)."""
         return self._binary("ADD", a, b, out_scale, out_zero_point, activation, name)
 
     def sub(self, a, b, *, out_scale, out_zero_point, activation="NONE", name=None):
-        """SUB with numpy broadcasting."""
         return self._binary("SUB", a, b, out_scale, out_zero_point, activation, name)
 
     def mul(self, a, b, *, out_scale, out_zero_point, activation="NONE", name=None):
-        """MUL with numpy broadcasting."""
         return self._binary("MUL", a, b, out_scale, out_zero_point, activation, name)
 
     def hard_swish(self, x, *, out_scale, out_zero_point, name=None):
@@ -431,7 +425,6 @@ class Graph:
         return self._op("DEQUANTIZE", [x], self.tensors[x].shape, None, None, dtype="float32",
                         name=name)
 
-    # ---- pooling / reductions -------------------------------------------
     def _pool(self, opcode, x, filter_size, stride, padding, activation, name):
         (fh, fw), (sh, sw) = _pair(filter_size), _pair(stride)
         n, h, w, c = self.tensors[x].shape
@@ -441,11 +434,10 @@ class Graph:
         return self._op(opcode, [x], shape, *self._q(x), opts, name=name)
 
     def average_pool2d(self, x, filter_size, stride=1, padding="VALID", activation="NONE", name=None):
-        """AVERAGE_POOL_2D (output keeps the input quantization)."""
+        """AVERAGE_POOL_2D (likewise :meth:`max_pool2d`); the output keeps the input quantization."""
         return self._pool("AVERAGE_POOL_2D", x, filter_size, stride, padding, activation, name)
 
     def max_pool2d(self, x, filter_size, stride=1, padding="VALID", activation="NONE", name=None):
-        """MAX_POOL_2D (output keeps the input quantization)."""
         return self._pool("MAX_POOL_2D", x, filter_size, stride, padding, activation, name)
 
     def mean(self, x, axes, keep_dims=False, out_scale=None, out_zero_point=None, name=None):
@@ -460,7 +452,6 @@ class Graph:
         return self._op("MEAN", [x, ax], out, out_scale, out_zero_point,
                         {"keep_dims": bool(keep_dims)}, name=name)
 
-    # ---- shape ops --------------------------------------------------------
     def pad(self, x, paddings, name=None):
         """PAD with an int32 [rank, 2] constant; pads with the zero point."""
         paddings = np.asarray(paddings, np.int32).reshape(-1, 2)
@@ -493,7 +484,6 @@ class Graph:
         return self._op("CONCATENATION", xs, out, *self._q(xs[0]),
                         {"axis": int(axis), "fused_activation_function": activation}, name=name)
 
-    # ---- output ------------------------------------------------------------
     def build(self, outputs=None):
         """Serialize to ``.tflite`` bytes; ``outputs`` defaults to the last op's output."""
         outputs = [self.ops[-1].outputs[0]] if outputs is None else list(outputs)

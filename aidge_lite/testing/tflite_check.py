@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..interp import run
+from ..ir import OpType
 from ..tflite import load_tflite
 from .litert_oracle import run_litert
 
@@ -17,24 +18,44 @@ from .litert_oracle import run_litert
 def litert_mismatches(model, inputs, engines=("reference", "integer")) -> dict[str, dict[str, int]]:
     """{engine: {tensor name: mismatching elements}} over every tensor LiteRT keeps.
 
-    A tensor that LiteRT has and our graph lacks, or one of another shape,
-    counts all its elements as mismatching.
+    LiteRT runs one sample at a time (its batch is 1); sample i of our batch is
+    compared with it: ours[name][i] must have LiteRT's shape without its batch
+    axis of 1 (or LiteRT's whole shape, for a tensor with no batch axis, e.g. an
+    FC output of several rows per sample). Constants are compared whole. A
+    tensor missing in our graph, or of another shape, counts all its elements.
     """
     source = model if isinstance(model, (bytes, bytearray)) else str(model)
     graph = load_tflite(source)
-    oracle = run_litert(source, inputs)
+    if not isinstance(inputs, dict):
+        inputs = {graph.inputs[0]: inputs}
+    count = len(next(iter(inputs.values())))
+    samples = [run_litert(source, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(count)]
+    constants = {n.name for n in graph if n.op is OpType.CONSTANT}
     result = {}
     for engine in engines:
         ours = run(graph, inputs, intermediates=True, engine=engine)
         counts = {}
-        for name, expected in oracle.items():
+        for name in samples[0]:
             got = ours.get(name)
-            if got is None or got.shape != expected.shape:
-                counts[name] = int(expected.size)
+            if name in constants:
+                expected = samples[0][name]
+                same = got is not None and got.shape == expected.shape
+                counts[name] = _differ(got, expected) if same else int(expected.size)
                 continue
-            counts[name] = int(np.count_nonzero(np.asarray(got, np.float64) != np.asarray(expected, np.float64)))
+            counts[name] = 0
+            for i, sample in enumerate(samples):
+                expected = sample[name]
+                want = expected.shape[1:] if expected.shape[:1] == (1,) else expected.shape
+                if got is None or got.shape[1:] != want or got.shape[0] != count:
+                    counts[name] += int(expected.size)
+                else:
+                    counts[name] += _differ(got[i].reshape(expected.shape), expected)
         result[engine] = counts
     return result
+
+
+def _differ(got, expected) -> int:
+    return int(np.count_nonzero(np.asarray(got, np.float64) != np.asarray(expected, np.float64)))
 
 
 def standard_inputs(shape, count: int = 64, seed: int = 0) -> np.ndarray:

@@ -86,7 +86,7 @@ def int8_batches(draw, shape, max_batch=3):
 @st.composite
 def float_batches(draw, shape, scale, zero_point, max_batch=3):
     """float32 batches around the int8 grid ``scale * (q - zero_point)``: random values,
-    exact rounding ties (half-way points) and out-of-range values."""
+    (near) rounding ties (half-way points) and out-of-range values."""
     n, rng = draw(st.integers(1, max_batch)), _rng(draw)
     size = (n, *shape[1:])
     q = rng.integers(-140, 140, size) - zero_point

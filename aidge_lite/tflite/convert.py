@@ -192,6 +192,8 @@ def fully_connected(conv: Converter, op: TflOperator):
         if x.shape[-1] != depth:
             raise UnsupportedOperatorError(name, op.opcode, "keep_num_dims with input depth != weights depth")
         acc = conv.add(f"{name}:acc_nd", OpType.RESHAPE, [acc], shape=_batch_free(x.shape[:-1] + (units,), x.shape))
+    elif out.shape and out.shape[0] != 1:  # rows of one sample: keep them apart per sample
+        acc = conv.add(f"{name}:acc_nd", OpType.RESHAPE, [acc], shape=(-1,) + tuple(out.shape))
     lo, hi = _act(conv, op, out)
     # LiteRT's reference FC (TF >= 2.20) rescales in double with one rounding, not gemmlowp
     reals = P.fc_real_multipliers(x.scale[0], w.scale, out.scale[0], units if per_channel else 1)
@@ -266,11 +268,12 @@ def pool_2d(conv: Converter, op: TflOperator):
 
 
 def _batch_free(shape, source_shape):
-    """A reshape target whose batch follows the input's (0 = copy dim 0) when both have batch 1."""
-    shape = [int(d) for d in shape]
-    if shape and source_shape and shape[0] == 1 and source_shape[0] == 1:
-        shape[0] = 0
-    return tuple(shape)
+    """A reshape target for a batch of samples: when the model's input has batch 1, the
+    output's batch of 1 becomes ours (-1) or, if it has none, it gets one in front."""
+    shape = tuple(int(d) for d in shape)
+    if source_shape and source_shape[0] == 1:
+        return (-1,) + (shape[1:] if shape[:1] == (1,) else shape)
+    return shape
 
 
 def reshape(conv: Converter, op: TflOperator):

@@ -1,0 +1,34 @@
+"""Every supported TFLite op against LiteRT's reference kernels: hypothesis-drawn
+single-op int8 models (shapes, strides, padding, dilation, zero points incl.
+-128/127, scales whose multipliers sit near their limits, fused activations).
+
+Each example counts mismatching elements over every tensor LiteRT keeps, in
+both engines: it must be 0. CI draws a bounded number per op (`ci` profile,
+see conftest); `HYPOTHESIS_PROFILE=slow` draws 200 per op.
+"""
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+pytest.importorskip("ai_edge_litert")
+
+from aidge_lite.testing.tflite_check import litert_mismatches
+from aidge_lite.testing.tflite_strategies import OP_STRATEGIES
+
+PER_OP = {"ci": 12, "dev": 50, "slow": 200}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 12)
+
+
+@pytest.mark.parametrize("opcode", sorted(OP_STRATEGIES))
+def test_single_op_models_equal_litert(opcode):
+    @settings(max_examples=PER_OP, deadline=None, derandomize=PER_OP <= 12,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(OP_STRATEGIES[opcode]())
+    def check(case):
+        model, inputs = case
+        result = litert_mismatches(model, inputs)
+        for engine, counts in result.items():
+            bad = {name: n for name, n in counts.items() if n}
+            assert not bad, f"{opcode} ({engine} engine): {bad}"
+
+    check()
