@@ -57,6 +57,8 @@ def _check_spec(node: Node) -> None:
 def _check_shapes(graph: Graph, node: Node) -> None:
     if node.op not in (OpType.CONV, OpType.GEMM) or len(node.inputs) < 2:
         return
+    if node.attrs.get("layout", "NCHW") != "NCHW":  # imported NHWC convs: checked at import
+        return
     x_shape = graph.node(node.inputs[0]).meta.get(META_SHAPE)
     w_node = graph.node(node.inputs[1])
     if x_shape is None or w_node.op is not OpType.CONSTANT:

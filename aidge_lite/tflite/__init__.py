@@ -67,6 +67,9 @@ def load_tflite(source, name: str | None = None) -> Graph:
     for out in graph.outputs:
         if out not in graph:
             raise ModelLoadError(f"graph output '{out}' is never computed")
+    for index, name in conv.names.items():  # TFLite's own shapes (batch of one) for `info`
+        if name in graph:
+            graph.node(name).meta["shape"] = tuple(int(d) for d in model.tensors[index].shape)
     graph.meta.update(quantized=True, integer=True, target=TFLITE_TARGET.to_dict(),
                       source="tflite", layout="NHWC",
                       output_dtypes={n: model.tensors[i].dtype for n, i in zip(graph.outputs, model.outputs)},
