@@ -4,14 +4,18 @@ from .interp import run
 from .ir import Graph, Node, OpType, verify
 from .serialize import load, save
 from .target import Target
+from .jit import install_notice as _install_notice
+
+_install_notice()  # a line on stderr whenever Numba compiles kernels for long (aidge_lite.jit)
 
 __version__ = "0.1.0"
 __all__ = ["Graph", "Node", "OpType", "verify", "load_onnx", "load_tflite", "run", "errors", "quantize_network",
-           "dequantize", "Target", "save", "load"]
+           "dequantize", "Target", "save", "load", "warmup"]
 
 # Imported on first use: onnx and the PTQ passes cost ~0.1 s of start-up that a
 # process running an already quantized graph (an integer golden run) never needs.
-_LAZY = {"load_onnx": ".onnx_io", "load_tflite": ".tflite", "quantize_network": ".ptq", "dequantize": ".ptq"}
+_LAZY = {"load_onnx": ".onnx_io", "load_tflite": ".tflite", "quantize_network": ".ptq", "dequantize": ".ptq",
+         "warmup": ".jit"}
 
 
 def __getattr__(name):

@@ -65,10 +65,7 @@ def predict(graph: Graph, x, *, engine: str = "reference", batch_size: int = DEF
     try:
         for start, stop in batches(len(x), batch_size):
             value = run(graph, as_float_input(x[start:stop]), engine=engine)[name]
-            if graph.meta.get("source") == "tflite":  # real = (q - zero_point) * scale
-                scale, zero_point = graph.meta["output_quantization"].get(name, (1.0, 0))
-                value = (np.asarray(value, np.float64) - zero_point) * scale
-            elif quantized:
+            if quantized:
                 value = dequantize(graph, {name: value})[name]
             outs.append(value)
             if bar is not None:

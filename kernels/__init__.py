@@ -26,6 +26,7 @@ from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
                    maxpool2d, maxpool2d_ref, pool2d_output_shape)
 from .requant import (quantize_multiplier, requant_float, requant_float_ref,
                       requant_int, requant_int_ref)
+from .softmax import check_softmax_args, pack_softmax_params, softmax_int8, softmax_int8_ref
 from .rounding import (FLOOR, HALF_AWAY, HALF_EVEN, HALF_UP, ROUNDING_NAMES,
                        round_div, round_div_pow2, round_div_pow2_ref, round_div_ref,
                        round_float, round_float_ref)

@@ -54,15 +54,19 @@ def _channels_last_window(inner, *, conv: bool):
     """Wrap an NCHW window impl (conv or pool) to also serve NHWC nodes."""
 
     def impl(self, node, x, *rest):
-        if node.attrs.get("layout") != "NHWC":
+        nhwc = node.attrs.get("layout") == "NHWC"
+        zero_point = node.attrs.get("input_zero_point", 0)
+        if not nhwc and not zero_point:
             return inner(self, node, x, *rest)
         if x.ndim != 4:
-            raise _fail(node, f"input rank {x.ndim}, expected 4 (NHWC)")
+            raise _fail(node, f"input rank {x.ndim}, expected 4")
         dtype = x.dtype
-        x = offset(x, node.attrs.get("input_zero_point", 0)).transpose(0, 3, 1, 2)
+        x = offset(x, zero_point)
+        if not nhwc:
+            return inner(self, node, np.ascontiguousarray(x), *rest)
         if conv:
             rest = (_nchw_weights(self, node, rest[0]),) + tuple(rest[1:])
-        y = inner(self, node, np.ascontiguousarray(x), *rest).transpose(0, 2, 3, 1)
+        y = inner(self, node, np.ascontiguousarray(x.transpose(0, 3, 1, 2)), *rest).transpose(0, 2, 3, 1)
         # a pool of 8-bit codes is an 8-bit code (the integer kernels return int64)
         return np.ascontiguousarray(y, dtype=dtype if not conv and dtype.kind in "iu" else None)
 

@@ -179,6 +179,12 @@ class Graph:
         self._g.remove_nodes_from(dead)
         return sorted(dead)
 
+    def assign(self, other: "Graph") -> None:
+        """Replace this graph's nodes, inputs, outputs and meta by `other`'s (a pass
+        that rebuilds the graph instead of editing it still works in place)."""
+        self.name, self._g = other.name, other._g
+        self.inputs, self.outputs, self.meta = list(other.inputs), list(other.outputs), dict(other.meta)
+
     def copy(self) -> "Graph":
         """A deep copy: nodes, attributes, metadata and arrays are all copied."""
         return _copy.deepcopy(self)

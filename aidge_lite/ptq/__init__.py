@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import AidgeLiteError, InputError
+from ..errors import AidgeLiteError, InputError, QuantizationError
 from ..ir import Graph, verify
 from ..target import Target
 from .bias_correction import bias_correction, record_float_means
@@ -24,6 +24,7 @@ from .normalize_parameters import normalize_parameters
 from .prepare import prepare
 from .quantize import quantize
 from .single_shift import single_shift
+from .tflite_spec import quantize_tflite_spec
 
 PIPELINE = (
     prepare,
@@ -70,6 +71,7 @@ def quantize_network(
     bias_correction: bool = False,
     target: Target | None = None,
     compat: str | None = None,
+    spec: str | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> Graph:
     """Return a quantized copy of `graph`; `graph` itself is left untouched.
@@ -77,7 +79,16 @@ def quantize_network(
     `calibration` is an array (N, ...), a list of arrays, an iterable of batches
     or a callable returning an iterator of batches (for large sets).
     `bias_correction=True` reads it again, once per Conv/Gemm (see `ptq/bias_correction.py`).
+    `spec="tflite"` quantizes to TFLite's int8 spec instead (asymmetric activations with
+    zero points, per-channel symmetric weights, gemmlowp rescale: see `ptq/tflite_spec.py`);
+    it takes only `cle` among the options.
     """
+    passes = PIPELINE
+    if spec is not None:
+        passes = _spec_pipeline(spec, nb_bits=nb_bits, no_quant=no_quant, clipping=clipping,
+                                cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
+                                bias_correction=bias_correction, target=target, compat=compat)
+        per_channel = True
     cfg = PTQConfig(
         calibration=CalibrationSet(calibration, batch_size), nb_bits=nb_bits, no_quant=no_quant,
         clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
@@ -85,18 +96,40 @@ def quantize_network(
         compat=compat,
     )
     qgraph = graph.copy()
-    reports = run_pipeline(qgraph, cfg)
+    reports = run_pipeline(qgraph, cfg, passes)
     qgraph.meta["ptq_passes"] = [{"pass": r.name, "modified": r.modified} for r in reports]
     qgraph.meta["options"] = {
         "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
         "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
-        "bias_correction": bias_correction, "compat": compat,
+        "bias_correction": bias_correction, "compat": compat, "spec": spec,
     }
     return qgraph
 
 
+def _spec_pipeline(spec, *, target, **options):
+    """The passes of quantize_network(spec=...); options the spec fixes are refused by name."""
+    if spec != "tflite":
+        raise QuantizationError(f"spec must be None or 'tflite', got {spec!r}")
+    fixed = {"nb_bits": 8, "no_quant": False, "clipping": "max", "optimize_signs": False,
+             "single_shift": False, "bias_correction": False, "compat": None}
+    for name, allowed in fixed.items():
+        if options[name] != allowed:
+            raise QuantizationError(f"spec='tflite' fixes {name}={allowed!r} (got {options[name]!r})")
+    if target is not None and target.rescale != "gemmlowp":
+        raise QuantizationError(f"spec='tflite' uses the gemmlowp rescale, not target {target}")
+    return (prepare,) + ((cross_layer_equalization,) if options["cle"] else ()) + (calibrate, quantize_tflite_spec)
+
+
 def dequantize(qgraph: Graph, outputs: dict) -> dict:
-    """Float values of a quantized graph's outputs: q / F for each output."""
+    """Float values of a quantized graph's outputs: q / F for each output, or
+    (q - zero_point) * scale for a graph with zero points (int8 TFLite, spec='tflite')."""
+    zero_pointed = qgraph.meta.get("output_quantization")
+    if zero_pointed is not None:
+        unknown = sorted(set(outputs) - set(zero_pointed))
+        if unknown:
+            raise InputError(f"{unknown} not among the quantized outputs {sorted(zero_pointed)}")
+        return {name: (np.asarray(value, np.float64) - zero_pointed[name][1]) * zero_pointed[name][0]
+                for name, value in outputs.items()}
     scales = qgraph.meta.get("output_scale")
     if scales is None:
         raise InputError(f"graph '{qgraph.name}' is not quantized (no output scale)")

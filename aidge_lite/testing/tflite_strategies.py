@@ -16,7 +16,7 @@ generator seeded by the draw (fast; Hypothesis still shrinks the seed).
 import numpy as np
 from hypothesis import strategies as st
 
-from .tflite_build import Graph, conv_output_size
+from .tflite_build import Graph
 
 __all__ = ["scales", "zero_points", "activations", "int8_batches", "float_batches",
            "conv2d_models", "depthwise_conv2d_models", "fully_connected_models",
