@@ -59,7 +59,7 @@ def weight_params(w: np.ndarray, b: np.ndarray, input_scale: float) -> tuple[np.
     bias of more than 2^31 codes at scale s_in * s_w: its weight scale is raised until
     the bias fits in 2^28 (TFLite's converter also widens the scale to fit the bias)."""
     peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) / 127.0
-    peak = np.maximum(peak, np.abs(b) / (float(np.float32(input_scale)) * BIAS_LIMIT))
+    peak = np.maximum(peak, np.abs(b) / (float(np.float32(input_scale)) * BIAS_LIMIT * 0.99))  # float32 margin
     scales = np.where(peak > 0, peak, 1.0).astype(np.float32)
     shaped = scales.reshape((-1,) + (1,) * (w.ndim - 1)).astype(np.float64)
     q = np.clip(np.sign(w) * np.floor(np.abs(w / shaped) + 0.5), -127, 127)
