@@ -128,7 +128,12 @@ def export_qdq(qgraph: Graph, path=None, *, batch_dim: str | None = None,
         )
     if not 19 <= opset <= OPSET:
         raise QuantizationError(f"export_qdq writes opset 19..{OPSET}, got {opset}")
-    model = _Exporter(qgraph, batch_dim, opset).run()
+    if qgraph.meta.get("spec") == "tflite":  # zero points: Q/DQ pairs with zero points
+        from .export_qdq_zp import export_zero_point_qdq
+
+        model = export_zero_point_qdq(qgraph, batch_dim, opset)
+    else:
+        model = _Exporter(qgraph, batch_dim, opset).run()
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # a bug of this module: say so plainly

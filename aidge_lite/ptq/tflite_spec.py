@@ -124,7 +124,7 @@ class _Builder:
         bn = self.node(f"{node.name}:b", OpType.CONSTANT, [], value=b_q.astype(np.int32))
         attrs = {k: v for k, v in node.attrs.items()}
         acc = self.node(f"{node.name}:acc", node.op, [self.alias[x], wn, bn], input_zero_point=zp_in,
-                        **attrs)
+                        weight_scale=[float(v) for v in s_w], **attrs)
         m, s = P.conv_multipliers(s_in, s_w, qp[0], w.shape[0])
         lo = max(-128, qp[1]) if relu is not None else -128
         self.alias[node.name] = self.requantizer(out_name, acc, None, qp, m, s, lo, 127, axis=1)
