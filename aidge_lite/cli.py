@@ -265,15 +265,18 @@ def cmd_quantize(args) -> int:
         graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
         no_quant=args.no_quant, clipping=args.clipping, cle=args.cle, optimize_signs=args.signs,
         single_shift=args.single_shift, per_channel=args.per_channel,
-        bias_correction=args.bias_correction, target=PROFILES[args.target],
-        batch_size=args.batch_size,
+        bias_correction=args.bias_correction,
+        target=None if args.spec and args.target == "default" else PROFILES[args.target],
+        spec=args.spec, batch_size=args.batch_size,
     )
+    if args.spec:  # zero points: the report in TFLite's conventions
+        from aidge_lite import report_zp as rep
     report = rep.quantization_report(graph, qgraph, calib_x, test_x, test_y, batch_size=args.batch_size,
                                      progress=progress, sqnr_samples=args.sqnr_samples)
     report.update(model_spec=args.model, data=data.name, target_profile=args.target)
     out.mkdir(parents=True, exist_ok=True)
     written = [serialize.save(qgraph, out / "model.npz"), rep.write_json(report, out / "report.json")]
-    images = {} if args.no_plots else _write_plots(report, out)
+    images = {} if args.no_plots or args.spec else _write_plots(report, out)
     written.append(rep.write_markdown(report, out / "report.md", images=images))
     _print_quantize_summary(graph, args, report, calib_x, data.describe(len(test_x)), out)
     print(f"wrote {', '.join(str(p) for p in written + [out / f for f in images.values()])}")
@@ -325,8 +328,13 @@ def cmd_export(args) -> int:
     factors = graph.meta.get("output_scale", {})
     print(f"wrote {out}: ONNX QDQ opset {OPSET}, {len(model.graph.node)} nodes "
           f"({ops['QuantizeLinear']} QuantizeLinear, {ops['DequantizeLinear']} DequantizeLinear)")
+    zero_pointed = graph.meta.get("output_quantization", {})
     for name in graph.outputs:
-        print(f"output '{name}': float values; integers of our engine = round(value * {factors.get(name)})")
+        if name in zero_pointed:
+            scale, zp = zero_pointed[name]
+            print(f"output '{name}': float values; integers of our engine = round(value / {scale!r}) + {zp}")
+        else:
+            print(f"output '{name}': float values; integers of our engine = round(value * {factors.get(name)})")
     return 0
 
 
@@ -397,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bias-correction", action="store_true",
                    help="correct each layer's mean output shift (empirical bias correction)")
     p.add_argument("--target", choices=tuple(PROFILES), default="default", help="integer target profile")
+    p.add_argument("--spec", choices=("tflite",), default=None,
+                   help="TFLite's int8 spec: zero points, per-channel weights, gemmlowp (--bits 8)")
     p.add_argument("--calib-limit", type=_positive, metavar="N",
                    help="calibrate on N samples spread over the calibration split")
     p.add_argument("--sqnr-samples", type=_non_negative, default=256, metavar="N",

@@ -81,3 +81,23 @@ def test_dequantize_uses_zero_points(mnist):
     scale, zp = q.meta["output_quantization"][out]
     codes = al.run(q, data.test_x[:5].astype(np.float32), engine="integer")
     np.testing.assert_array_equal(al.dequantize(q, codes)[out], (codes[out].astype(np.float64) - zp) * scale)
+
+
+def test_cli_quantize_spec_tflite_then_eval_and_export(tmp_path, capsys):
+    from aidge_lite.cli import main
+
+    data = datasets.digits()
+    np.savez(tmp_path / "d.npz", x=data.test_x[:200], y=data.test_y[:200], calib_x=data.calib_x[:200])
+    out = tmp_path / "q"
+    assert main(["quantize", "digits_mlp", "--data", str(tmp_path / "d.npz"), "--bits", "8",
+                 "--spec", "tflite", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "yes (0 /" in text
+    report = (out / "report.md").read_text()
+    assert "Quantizers (TFLite conventions)" in report and "e+" not in report.split("## Quantizers")[1]
+    assert main(["eval", str(out / "model.npz"), "--data", str(tmp_path / "d.npz"), "--engine", "integer"]) == 0
+    assert main(["export", str(out / "model.npz"), "-o", str(tmp_path / "m.onnx")]) == 0
+    assert "round(value / " in capsys.readouterr().out
+    assert main(["quantize", "digits_mlp", "--data", str(tmp_path / "d.npz"), "--bits", "4",
+                 "--spec", "tflite", "-o", str(tmp_path / "q4")]) == 2
+    assert "nb_bits" in capsys.readouterr().err
