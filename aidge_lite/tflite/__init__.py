@@ -15,7 +15,7 @@ Conventions (docs/tflite_arithmetic.md has the arithmetic):
 """
 from __future__ import annotations
 
-from ..errors import ModelLoadError, UnsupportedOperatorError
+from ..errors import ModelLoadError, QuantizationError, UnsupportedOperatorError
 from ..ir import Graph, Node, OpType, verify
 from ..target import Target
 from .convert import TRANSLATORS, Converter
@@ -29,16 +29,27 @@ SUPPORTED_OPS = tuple(sorted(TRANSLATORS))
 _INPUT_DTYPES = ("int8", "float32")
 
 
-def load_tflite(source, name: str | None = None) -> Graph:
+FC_RESCALES = ("double", "gemmlowp")
+
+
+def load_tflite(source, name: str | None = None, *, fc_rescale: str = "double") -> Graph:
     """Read a fully-integer int8 `.tflite` model (path or bytes) into an integer graph.
+
+    `fc_rescale`: how FULLY_CONNECTED requantizes. "double" (default) is LiteRT's
+    reference kernel since TF 2.20: round(acc * s_in * s_w / s_out) in double, one
+    rounding. "gemmlowp" is TFLite Micro's, CMSIS-NN's and older TFLite's:
+    MultiplyByQuantizedMultiplier (Q31 multiplier, double rounding), the same
+    rescale as every other op.
 
     Raises `ModelLoadError` for an unreadable, truncated or inconsistent file and
     `UnsupportedOperatorError` (naming the tensor and op) for anything outside
     the int8 spec or the supported operators (`SUPPORTED_OPS`).
     """
+    if fc_rescale not in FC_RESCALES:
+        raise QuantizationError(f"fc_rescale must be one of {FC_RESCALES}, got {fc_rescale!r}")
     model = read_tflite(source)
     graph = Graph(name or (str(source) if not isinstance(source, (bytes, bytearray)) else "tflite"))
-    conv = Converter(model, graph)
+    conv = Converter(model, graph, fc_rescale)
     for index in model.inputs:
         t = model.tensors[index]
         if t.dtype not in _INPUT_DTYPES:
@@ -71,7 +82,7 @@ def load_tflite(source, name: str | None = None) -> Graph:
         if name in graph:
             graph.node(name).meta["shape"] = tuple(int(d) for d in model.tensors[index].shape)
     graph.meta.update(quantized=True, integer=True, target=TFLITE_TARGET.to_dict(),
-                      source="tflite", layout="NHWC",
+                      source="tflite", layout="NHWC", fc_rescale=fc_rescale,
                       output_dtypes={n: model.tensors[i].dtype for n, i in zip(graph.outputs, model.outputs)},
                       output_quantization={n: (float(model.tensors[i].scale[0]), int(model.tensors[i].zero_point[0]))
                                            for n, i in zip(graph.outputs, model.outputs)

@@ -23,8 +23,8 @@ I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class Converter:
-    def __init__(self, model: TflModel, graph: Graph):
-        self.model, self.graph = model, graph
+    def __init__(self, model: TflModel, graph: Graph, fc_rescale: str = "double"):
+        self.model, self.graph, self.fc_rescale = model, graph, fc_rescale
         self.names: dict[int, str] = {}  # tensor index -> node name
         used: set[str] = set()
         for t in model.tensors:  # TFLite does not promise unique names: suffix repeats
@@ -195,6 +195,13 @@ def fully_connected(conv: Converter, op: TflOperator):
     elif out.shape and out.shape[0] != 1:  # rows of one sample: keep them apart per sample
         acc = conv.add(f"{name}:acc_nd", OpType.RESHAPE, [acc], shape=(-1,) + tuple(out.shape))
     lo, hi = _act(conv, op, out)
+    if conv.fc_rescale == "gemmlowp":  # TFLite Micro, CMSIS-NN, LiteRT before 2.20
+        if per_channel:
+            m, s = P.conv_multipliers(x.scale[0], w.scale, out.scale[0], units)
+        else:
+            m, s = P.fc_multiplier_per_tensor(x.scale[0], w.scale[0], out.scale[0])
+        conv.quantizer(name, acc, out, m, s, lo, hi)
+        return
     # LiteRT's reference FC (TF >= 2.20) rescales in double with one rounding, not gemmlowp
     reals = P.fc_real_multipliers(x.scale[0], w.scale, out.scale[0], units if per_channel else 1)
     conv.add(name, OpType.QUANTIZER, [acc], mode="double", multiplier=reals, zero_point=_zp(out),
