@@ -40,7 +40,7 @@ def _as_input(x, detail):
     return x.astype(dtype)
 
 
-def run_litert(model, inputs, reference=True, num_threads=1):
+def run_litert(model, inputs, reference=True, num_threads=1, per_sample=False):
     """Run ``model`` on a batch and return every tensor by TFLite tensor name.
 
     Parameters
@@ -57,6 +57,8 @@ def run_litert(model, inputs, reference=True, num_threads=1):
         oracle); False uses LiteRT's default resolver (optimized kernels and
         the XNNPACK delegate).
     num_threads : int
+    per_sample : bool
+        Return the list of per-sample dicts instead (constants in the first only).
 
     Returns
     -------
@@ -123,6 +125,8 @@ def run_litert(model, inputs, reference=True, num_threads=1):
         it.invoke()
         runs.append({t["name"]: it.get_tensor(t["index"]).copy() for t in tensor_details
                      if t["index"] not in constants or i == 0})
+    if per_sample:
+        return runs
     out = {}
     for t in tensor_details:
         name = t["name"]

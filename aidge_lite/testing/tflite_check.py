@@ -29,7 +29,7 @@ def litert_mismatches(model, inputs, engines=("reference", "integer")) -> dict[s
     if not isinstance(inputs, dict):
         inputs = {graph.inputs[0]: inputs}
     count = len(next(iter(inputs.values())))
-    samples = [run_litert(source, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(count)]
+    samples = run_litert(source, inputs, per_sample=True)
     constants = {n.name for n in graph if n.op is OpType.CONSTANT}
     result = {}
     for engine in engines:
