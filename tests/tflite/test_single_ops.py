@@ -1,6 +1,8 @@
 """Every supported TFLite op against LiteRT's reference kernels: hypothesis-drawn
 single-op int8 models (shapes, strides, padding, dilation, zero points incl.
 -128/127, scales whose multipliers sit near their limits, fused activations).
+Draws where an int32 intermediate of TFLite's rescale overflows (undefined
+behaviour in its C++; our engines refuse them by name) are discarded.
 
 Each example counts mismatching elements over every tensor LiteRT keeps, in
 both engines: it must be 0. CI draws a bounded number per op (`ci` profile,
@@ -9,10 +11,11 @@ see conftest); `HYPOTHESIS_PROFILE=slow` draws 200 per op.
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 
 pytest.importorskip("ai_edge_litert")
 
+from aidge_lite.errors import ExecutionError
 from aidge_lite.testing.tflite_check import litert_mismatches
 from aidge_lite.testing.tflite_strategies import OP_STRATEGIES
 
@@ -26,7 +29,14 @@ def test_single_op_models_equal_litert(opcode):
     @given(OP_STRATEGIES[opcode]())
     def check(case):
         model, inputs = case
-        result = litert_mismatches(model, inputs)
+        try:
+            result = litert_mismatches(model, inputs)
+        except ExecutionError as exc:
+            # an int32 intermediate TFLite computes overflows: undefined behaviour in C++,
+            # refused by name rather than guessed (both engines); not a comparable case
+            if "undefined behaviour" not in str(exc):
+                raise
+            reject()
         for engine, counts in result.items():
             bad = {name: n for name, n in counts.items() if n}
             assert not bad, f"{opcode} ({engine} engine): {bad}"
