@@ -31,6 +31,9 @@ def key_attrs(node) -> str:
     from aidge_lite.ir import OpType
 
     a = node.attrs
+    if node.op is OpType.QUANTIZER and "zero_point" in a:  # zero-point graphs (TFLite)
+        return (f"{a.get('mode')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], "
+                f"zero point {a.get('zero_point')}")
     if node.op is OpType.QUANTIZER:
         return f"{a.get('role')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], {a.get('rounding')}"
     if node.op is OpType.SCALING:
@@ -46,6 +49,12 @@ def scale_of(node) -> str:
     from aidge_lite.ir import AFFINE, OpType
     from aidge_lite.report import rescale_summary, rescale_text
 
+    a = node.attrs
+    if node.op is OpType.QUANTIZER and a.get("mode") == "gemmlowp":
+        # TFLite's convention, exact integers: Q31 multiplier, signed shift (+ = left)
+        pairs = [f"{m}*2^{s - 31}" for m, s in zip(a["multiplier"][:2], a["shift"][:2])]
+        more = f" ... ({len(a['multiplier'])} channels)" if len(a["multiplier"]) > 2 else ""
+        return f"scale {a.get('scale')!r}; M*2^(shift-31) = {', '.join(pairs)}{more}"
     if node.op in (OpType.QUANTIZER, OpType.SCALING):
         return rescale_text(rescale_summary(node.attrs))
     if node.op in AFFINE and "weight_scale" in node.attrs:
