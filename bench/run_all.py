@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 SCRIPTS = ("kernels", "end_to_end", "pipeline", "calib_memory", "clipping_speed", "accuracy",
-           "qdq_agreement", "jit_warm", "wide_operands")
+           "qdq_agreement", "jit_warm", "wide_operands", "tflite_speed")
 
 
 def main(argv=None) -> int:

@@ -181,22 +181,26 @@ def render(results: dict, repeat: int) -> str:
         "the same with process CPU time; `min–max` = the spread of the passes. *1 sample per call* "
         "runs `aidge_lite.run` once per sample (full per-call overhead: input checks, graph walk, "
         "output dict); LiteRT runs set_tensor + invoke + get_tensor per sample (its models' batch is "
-        "fixed at 1). **Ratios** = LiteRT time / contender time (> 1: the contender is faster; "
-        "< 1: it is 1/ratio times slower). **First call** = that contender's first call on one "
+        "fixed at 1). **Ratios** = LiteRT time / contender time, wall (and CPU: less inflated when "
+        "other processes load the machine; > 1: the contender is faster; < 1: it is 1/ratio times "
+        "slower). **First call** = that contender's first call on one "
         "sample in this process, timed before any warm-up (not in the medians): for our integer "
         "engine, the first one (the 1-per-call row) includes loading the Numba kernels from the "
         "on-disk cache (`cache=True`; a compile if the cache is cold), the batch row reuses them; "
         "LiteRT's includes its first invoke only. **Setup** = `load_tflite` for ours (shared by "
         "all four rows), `Interpreter(...)` + `allocate_tensors()` for LiteRT (XNNPACK delegate "
-        "creation included for the default resolver).",
+        "creation included for the default resolver). Output elements != BUILTIN_REF: over the "
+        f"{N} outputs of the warm-up pass (our reference engine's float64 outputs compared as "
+        "integers).",
     ]
     for name, res in results.items():
-        per, first = res["per"], res["first"]
+        per, cpu, first = res["per"], res["per_cpu"], res["first"]
         rows = []
         for key, label in LABELS.items():
             lo, hi = res["spread"][key]
             rows.append([label, f"**{ms(per[key])}**", ms(res["per_cpu"][key]), f"{ms(lo)}–{ms(hi)}",
-                         ratio(per["lite_default"], per[key]), ratio(per["lite_ref"], per[key]),
+                         f"{ratio(per['lite_default'], per[key])} (cpu {ratio(cpu['lite_default'], cpu[key])})",
+                         f"{ratio(per['lite_ref'], per[key])} (cpu {ratio(cpu['lite_ref'], cpu[key])})",
                          ms(first[key]), f"{1e3 * res['setup'][key]:.1f}",
                          str(res["exact"][key]) if res["exact"][key] >= 0 else "shape differs"])
         table = markdown_table(

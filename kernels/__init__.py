@@ -24,8 +24,8 @@ from .lookup import lookup, lookup_ref
 from .threads import get_threads, max_threads, set_threads, with_threads
 from .pool import (avgpool2d, avgpool2d_ref, global_avgpool, global_avgpool_ref,
                    maxpool2d, maxpool2d_ref, pool2d_output_shape)
-from .requant import (quantize_multiplier, requant_float, requant_float_ref,
-                      requant_int, requant_int_ref)
+from .requant import (quantize_multiplier, requant_float, requant_float32, requant_float32_ref,
+                      requant_float_ref, requant_int, requant_int_ref)
 from .softmax import check_softmax_args, pack_softmax_params, softmax_int8, softmax_int8_ref
 from .rounding import (FLOOR, HALF_AWAY, HALF_EVEN, HALF_UP, ROUNDING_NAMES,
                        round_div, round_div_pow2, round_div_pow2_ref, round_div_ref,
@@ -40,12 +40,13 @@ __all__ = [
     "set_threads", "get_threads", "max_threads", "with_threads",
     "gemm", "gemm_ref", "histogram", "histogram_ref",
     "fit_accumulator", "fit_accumulator_ref",
-    "requant_float", "requant_float_ref", "requant_int", "requant_int_ref",
+    "requant_float", "requant_float_ref", "requant_float32", "requant_float32_ref",
+    "requant_int", "requant_int_ref",
     "quantize_multiplier",
     "maxpool2d", "maxpool2d_ref", "avgpool2d", "avgpool2d_ref",
     "global_avgpool", "global_avgpool_ref", "pool2d_output_shape",
     "add", "add_ref", "concat2", "concat2_ref", "relu", "relu_ref",
-    "clip", "clip_ref", "lookup", "lookup_ref",
+    "clip", "clip_ref", "lookup", "lookup_ref", "softmax_int8", "softmax_int8_ref",
     "requant_gemmlowp", "requant_gemmlowp_ref", "check_gemmlowp_args",
     "multiply_by_quantized_multiplier", "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot", "tflite_quantize_multiplier",

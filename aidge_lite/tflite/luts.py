@@ -86,9 +86,10 @@ def _check_zero_point(name, zp):
 
 
 def _float_table(in_scale, in_zp, out_scale, out_zp, fn, op):
-    """``LUTPopulateInt8``: every step is a float32 operation, then a float -> int32 cast."""
+    """``LUTPopulateInt8``: every step a float32 operation, then clamped to int8."""
     s_in, s_out = _check_scale("input scale", in_scale), _check_scale("output scale", out_scale)
-    z_in, z_out = _check_zero_point("input zero point", in_zp), _check_zero_point("output zero point", out_zp)
+    z_in = _check_zero_point("input zero point", in_zp)
+    z_out = _check_zero_point("output zero point", out_zp)
     inverse = F32(1) / s_out
     table = np.empty(256, np.int8)
     with np.errstate(over="ignore"):  # s_in * (v - z_in) or exp may overflow to inf, as in C
@@ -272,7 +273,7 @@ def hard_swish_table(in_scale, in_zp, out_scale, out_zp) -> np.ndarray:
 # --- SOFTMAX (reference_ops::Softmax, gemmlowp fixed point, no table) ---------------
 
 def softmax_params(in_scale, beta=1.0) -> dict:
-    """``SoftmaxPrepare<kReference>`` for int8 input: PreprocessSoftmaxScaling + CalculateInputRadius.
+    """``SoftmaxPrepare<kReference>`` (int8): PreprocessSoftmaxScaling, CalculateInputRadius.
 
     Parameters
     ----------
