@@ -192,6 +192,11 @@ def double_requant(node, x, requant_float) -> np.ndarray:
     if not np.all(np.isfinite(real)) or x.dtype.kind not in "iuf":
         raise _fail(node, "non-finite multiplier or non-numeric input")
     acc = np.ascontiguousarray(x, np.int64).reshape(-1, channels, 1)
+    scaled = acc[:, :, 0] * real
+    # TFLite casts round(acc * real) to int32: undefined behaviour beyond its range
+    if scaled.size and (scaled.max() >= 2.0 ** 31 - 0.5 or scaled.min() <= -(2.0 ** 31) - 0.5):
+        raise _fail(node, f"acc * multiplier reaches [{scaled.min():.6g}, {scaled.max():.6g}], "
+                          "beyond int32: TFLite's (int32) cast of its rounding is undefined behaviour")
     zp = int(attrs["zero_point"])
     bounds = np.array([attrs["lo"] - zp, attrs["hi"] - zp], np.int64)
     out = np.empty(acc.shape, np.int64)

@@ -41,6 +41,10 @@ def activation_range(activation: str, scale, zero_point: int, node: str,
     if activation not in bounds:
         raise UnsupportedOperatorError(node, "fused activation", activation)
     low, high = bounds[activation]
+    steps = [f32_round_div(v, scale) for v in (low, high) if v is not None]
+    if any(not -(1 << 31) <= q <= (1 << 31) - 1 for q in steps):  # TFLite's Prepare refuses it too
+        raise UnsupportedOperatorError(node, "fused activation", f"{activation} bounds / scale "
+                                       f"{scale} overflow int32")
     lo = max(qmin, zero_point + f32_round_div(low, scale))
     hi = qmax if high is None else min(qmax, zero_point + f32_round_div(high, scale))
     return lo, hi
