@@ -199,11 +199,28 @@ def requant_gemmlowp(acc, multiplier, shift, params, out):
     so nothing here can overflow or differ from TFLite.
     """
     in_off, pre, out_off, lo, hi = params[0], params[1], params[2], params[3], params[4]
-    scale = np.int64(1) << pre
+    n_ch = acc.shape[1]
+    # per channel: total left shift, right shift, and RDBPOT's mask
+    left = np.empty(n_ch, np.int64)
+    right = np.empty(n_ch, np.int64)
+    for c in range(n_ch):
+        left[c] = pre + (shift[c] if shift[c] > 0 else 0)
+        right[c] = -shift[c] if shift[c] < 0 else 0
+    one = np.int64(1)
     for r in range(acc.shape[0]):
-        for c in range(acc.shape[1]):
-            v = (acc[r, c] - in_off) * scale
-            y = multiply_by_quantized_multiplier(v, multiplier[c], shift[c]) + out_off
+        for c in range(n_ch):
+            x = (acc[r, c] - in_off) << left[c]
+            m = multiplier[c]
+            # SRDHM inlined (the saturating case needs m == -2**31: never, m >= 0):
+            # round(x * m / 2**31), ties toward +inf, as floor((x * m + 2**30) / 2**31)
+            high = (x * m + (one << 30)) >> 31
+            e = right[c]
+            if e > 0:  # RDBPOT: ties away from zero
+                mask = (one << e) - 1
+                rem = high & mask
+                threshold = (mask >> 1) + (1 if high < 0 else 0)
+                high = (high >> e) + (1 if rem > threshold else 0)
+            y = high + out_off
             out[r, c] = min(max(y, lo), hi)
     return out
 
@@ -286,9 +303,18 @@ def check_gemmlowp_args(acc, multiplier, shift, params, out=None):
             raise ValueError(f"[lo, hi] = [{lo}, {hi}] does not fit {out.dtype}")
     if acc.size == 0:
         return
-    if acc.min() < I32_MIN or acc.max() > I32_MAX:
+    # Fast path: per-channel extremes prove every element safe (the element-wise
+    # checks below only run to name the culprit when they cannot).
+    cmin, cmax = acc.min(axis=0), acc.max(axis=0)
+    if cmin.min() < I32_MIN or cmax.max() > I32_MAX:
         raise ValueError("acc leaves int32 (TFLite's accumulators are int32)")
     total = pre + np.maximum(shift, 0)  # per channel, in [0, 60]
+    if total.max() < 32:
+        lo_v, hi_v = (cmin - in_off) << total, (cmax - in_off) << total
+        if (lo_v.min() >= I32_MIN and hi_v.max() <= I32_MAX
+                and np.maximum(hi_v, 0).max() + out_off <= I32_MAX
+                and np.minimum(lo_v, 0).min() + out_off >= I32_MIN):
+            return
     d = acc - in_off  # |d| < 2**32: exact
     v_lo = np.array([-(2 ** 31 >> int(t)) for t in total], np.int64)
     v_hi = np.array([I32_MAX >> int(t) for t in total], np.int64)
