@@ -26,6 +26,8 @@ PER_OP = {"ci": 12, "dev": 50, "slow": 200}.get(os.environ.get("HYPOTHESIS_PROFI
 
 @pytest.mark.parametrize("opcode", sorted(OP_STRATEGIES))
 def test_single_op_models_equal_litert(opcode):
+    tally = {"compared": 0, "refused by LiteRT and us": 0, "int32 overflow (UB), refused": 0}
+
     @settings(max_examples=PER_OP, deadline=None, derandomize=PER_OP <= 12,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(OP_STRATEGIES[opcode]())
@@ -36,6 +38,7 @@ def test_single_op_models_equal_litert(opcode):
         except RuntimeError:  # LiteRT's Prepare refuses the model: so must we
             with pytest.raises(AidgeLiteError):
                 load_tflite(model)
+            tally["refused by LiteRT and us"] += 1
             reject()
         try:
             result = litert_mismatches(model, inputs)
@@ -44,9 +47,12 @@ def test_single_op_models_equal_litert(opcode):
             # refused by name rather than guessed (both engines); not a comparable case
             if "undefined behaviour" not in str(exc):
                 raise
+            tally["int32 overflow (UB), refused"] += 1
             reject()
         for engine, counts in result.items():
             bad = {name: n for name, n in counts.items() if n}
             assert not bad, f"{opcode} ({engine} engine): {bad}"
+        tally["compared"] += 1
 
     check()
+    print(f"\n{opcode}: {tally}")
