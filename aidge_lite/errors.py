@@ -53,3 +53,8 @@ class AccumulatorOverflowError(AidgeLiteError):
     def __init__(self, node: str, count: int, bits: int):
         self.node, self.count, self.bits = node, count, bits
         super().__init__(f"node '{node}': {count} accumulator value(s) exceed int{bits}")
+
+
+class InputRangeWarning(UserWarning):
+    """Data fed to a graph looks like the wrong scale: far outside the calibration range, or
+    integer samples (e.g. uint8 0..255) fed to a float input trained on another range."""

@@ -14,7 +14,8 @@ from .interp import run
 from .ir import Graph
 from .ptq import dequantize
 
-__all__ = ["predict", "accuracy", "compare_engines", "as_float_input", "batches"]
+__all__ = ["predict", "accuracy", "compare_engines", "as_float_input", "batches", "input_range_problems",
+           "warn_input_range"]
 
 DEFAULT_BATCH = 500
 
@@ -44,6 +45,64 @@ def _bar(total: int, progress: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
+FAR = 2.0      # data reaching beyond FAR x the calibrated max |x| is "far outside"
+NARROW = 16.0  # data whose max |x| is below 1 / NARROW of the calibrated one uses few levels
+
+
+def input_range_problems(graph: Graph, x, *, calibration=None) -> list[str]:
+    """Why `x` probably is not on the scale `graph` expects (empty when it looks right).
+
+    The reference range is `calibration` (samples) when given, else the range a
+    quantized graph's input saw during calibration (``meta["min"/"max"]`` of
+    its input node); a float graph without `calibration` has none. Flags data
+    whose max |x| exceeds `FAR` x the calibrated one (the input quantizer clips
+    it: e.g. uint8 0..255 on a model calibrated on [0, 1]) or stays below
+    1 / `NARROW` of it (e.g. [0, 1] data on a model calibrated on 0..255: few
+    quantization levels left).
+    """
+    x = np.asarray(x)
+    if x.size == 0 or x.dtype.kind not in "biuf" or len(graph.inputs) != 1:
+        return []
+    if calibration is not None:
+        calibration = np.asarray(calibration)
+        if calibration.size == 0 or calibration.dtype.kind not in "biuf":
+            return []
+        ref_lo, ref_hi = float(calibration.min()), float(calibration.max())
+        source = "the calibration data"
+    else:
+        meta = graph.node(graph.inputs[0]).meta
+        if not graph.meta.get("quantized") or "min" not in meta or "max" not in meta:
+            return []
+        ref_lo, ref_hi = float(meta["min"]), float(meta["max"])
+        source = f"the calibration of graph '{graph.name}'"
+    lo, hi = float(x.min()), float(x.max())
+    data_abs, ref_abs = max(abs(lo), abs(hi)), max(abs(ref_lo), abs(ref_hi))
+    what = f"{x.dtype} data in [{lo:.6g}, {hi:.6g}]"
+    ref = f"the range of {source}, [{ref_lo:.6g}, {ref_hi:.6g}]"
+    if ref_abs > 0 and data_abs > FAR * ref_abs:
+        outside = np.count_nonzero((x < ref_lo) | (x > ref_hi)) / x.size
+        scale = ("; integer samples are fed as float values unchanged: scale them like the calibration "
+                 "data (e.g. x / 255)") if x.dtype.kind in "biu" else ""
+        return [f"{what} reach {data_abs / ref_abs:.3g} x {ref}: {100 * outside:.1f} % of the "
+                f"values lie outside it and clip at the input quantizer{scale}"]
+    if data_abs > 0 and data_abs * NARROW < ref_abs:
+        return [f"{what} span only 1/{ref_abs / data_abs:.3g} of {ref}: the input uses a "
+                "few of its quantization levels (scale the data like the calibration data)"]
+    return []
+
+
+def warn_input_range(graph: Graph, x, *, calibration=None, stacklevel: int = 3) -> list[str]:
+    """`input_range_problems` as `InputRangeWarning`s; returns the messages."""
+    import warnings
+
+    from .errors import InputRangeWarning
+
+    problems = input_range_problems(graph, x, calibration=calibration)
+    for text in problems:
+        warnings.warn(text, InputRangeWarning, stacklevel=stacklevel)
+    return problems
+
+
 def _check_data(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[0] == 0:
@@ -52,19 +111,23 @@ def _check_data(x) -> np.ndarray:
 
 
 def predict(graph: Graph, x, *, engine: str = "reference", batch_size: int = DEFAULT_BATCH,
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, target=None) -> np.ndarray:
     """The graph's first output on every sample of `x`, batch by batch, concatenated.
 
     Dequantized (float64) for a quantized graph; the engine's float dtype otherwise.
+    `target`: run-time override of a quantized graph's accumulator width / overflow
+    rule (`aidge_lite.run`). Warns (`InputRangeWarning`) when `x` lies far outside the
+    range a quantized graph was calibrated on (`input_range_problems`).
     """
     x = _check_data(x)
+    warn_input_range(graph, x)
     name = graph.outputs[0]
     quantized = bool(graph.meta.get("quantized"))
     outs = []
     bar = _bar(len(x), progress, f"{graph.name} [{engine}]")
     try:
         for start, stop in batches(len(x), batch_size):
-            value = run(graph, as_float_input(x[start:stop]), engine=engine)[name]
+            value = run(graph, as_float_input(x[start:stop]), engine=engine, target=target)[name]
             if quantized:
                 value = dequantize(graph, {name: value})[name]
             outs.append(value)
@@ -93,7 +156,8 @@ def accuracy(graph: Graph, x, y, **kw) -> float:
     return top1(predict(graph, x, **kw), y)
 
 
-def compare_engines(qgraph: Graph, x, batch_size: int = DEFAULT_BATCH, *, progress: bool = False) -> dict:
+def compare_engines(qgraph: Graph, x, batch_size: int = DEFAULT_BATCH, *, progress: bool = False,
+                    target=None) -> dict:
     """Run the reference (fake-quant) and the integer engine on the same batches.
 
     Every graph output is compared as integers. Returns::
@@ -110,6 +174,7 @@ def compare_engines(qgraph: Graph, x, batch_size: int = DEFAULT_BATCH, *, progre
         raise InputError(f"graph '{qgraph.name}' is not an integer graph: compare_engines needs the "
                          "output of quantize_network(..., no_quant=False)")
     x = _check_data(x)
+    warn_input_range(qgraph, x)
     first = qgraph.outputs[0]
     elements = mismatches = 0
     bad_samples = np.zeros(len(x), dtype=bool)
@@ -119,8 +184,8 @@ def compare_engines(qgraph: Graph, x, batch_size: int = DEFAULT_BATCH, *, progre
     try:
         for start, stop in batches(len(x), batch_size):
             xb = as_float_input(x[start:stop])
-            ref = run(qgraph, xb, engine="reference")
-            got = run(qgraph, xb, engine="integer")
+            ref = run(qgraph, xb, engine="reference", target=target)
+            got = run(qgraph, xb, engine="integer", target=target)
             for name in qgraph.outputs:
                 a = np.asarray(ref[name], dtype=np.float64)
                 b = np.asarray(got[name]).astype(np.float64)

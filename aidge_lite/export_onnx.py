@@ -43,7 +43,14 @@ exactly m when m is a power of two (shift rescales): exact ties stay exact
 ties. Each s_t equals 1/F_t to a few float32 ulps.
 
 ONNX QuantizeLinear rounds half to even, so only the `half_even` rounding of a
-target (profile "onnx") can agree with ONNX on exact ties. The measured
+target (profile "onnx") can agree with ONNX on exact ties. Integer quantizers
+are exported through the real multiplier they apply, like float ones: m / 2^s
+("int": fixed_point, shift, double_shift) or TFLite's M * 2^(s - 31)
+("gemmlowp": profile "tflite"). ONNX requantizes with one float rounding, so
+gemmlowp's double rounding (and its ties toward +inf in the high multiply) is
+not reproduced: such an export agrees with our engines up to those near-ties,
+as a fixed_point one does. Quantizers with zero points or a pre-shift (imported
+TFLite graphs) are refused. The measured
 agreement is in `bench/results/qdq_agreement.md`.
 
 Names: the DequantizeLinear output carrying the value of node `x` is `x` (so
@@ -355,6 +362,14 @@ def _input(ex: _Exporter, node):
 @_handles(OpType.QUANTIZER)
 def _quantizer(ex: _Exporter, node):
     src, attrs = node.inputs[0], node.attrs
+    mode = attrs.get("mode", "float")
+    if mode not in ("float", "int", "gemmlowp"):
+        raise QuantizationError(f"QUANTIZER '{node.name}': mode {mode!r} has no QDQ form "
+                                "(export takes graphs from quantize_network)")
+    offsets = {k: attrs[k] for k in ("input_zero_point", "zero_point", "pre_shift") if attrs.get(k, 0)}
+    if offsets:
+        raise QuantizationError(f"QUANTIZER '{node.name}': zero points / pre-shift {offsets} have no "
+                                "form in this export (symmetric quantizers only)")
     multiplier = np.asarray(effective_multiplier(attrs), np.float64)
     f_in, s_in = ex.factor[src], ex.scale[src]
     sizes = {np.size(v) for v in (f_in, s_in, multiplier) if np.size(v) > 1}

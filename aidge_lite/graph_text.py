@@ -35,7 +35,8 @@ def key_attrs(node) -> str:
         return (f"{a.get('mode')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], "
                 f"zero point {a.get('zero_point')}")
     if node.op is OpType.QUANTIZER:
-        return f"{a.get('role')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], {a.get('rounding')}"
+        rounding = "gemmlowp" if a.get("mode") == "gemmlowp" else a.get("rounding")  # TFLite's two roundings
+        return f"{a.get('role')}, {a.get('dtype')} [{a.get('lo')}, {a.get('hi')}], {rounding}"
     if node.op is OpType.SCALING:
         return f"{a.get('role')}, {'signed' if node.meta.get('signed', True) else 'unsigned'}"
     if node.op is OpType.CONSTANT:
@@ -54,7 +55,9 @@ def scale_of(node) -> str:
         # TFLite's convention, exact integers: Q31 multiplier, signed shift (+ = left)
         pairs = [f"{m}*2^{s - 31}" for m, s in zip(a["multiplier"][:2], a["shift"][:2])]
         more = f" ... ({len(a['multiplier'])} channels)" if len(a["multiplier"]) > 2 else ""
-        return f"scale {a.get('scale')!r}; M*2^(shift-31) = {', '.join(pairs)}{more}"
+        scale = a.get("scale")
+        scale = repr(scale) if np.size(scale) == 1 else rescale_text(rescale_summary({"scale": scale}))
+        return f"scale {scale}; M*2^(shift-31) = {', '.join(pairs)}{more}"
     if node.op in (OpType.QUANTIZER, OpType.SCALING):
         return rescale_text(rescale_summary(node.attrs))
     if node.op in AFFINE and "weight_scale" in node.attrs:

@@ -19,6 +19,7 @@ later processes load it in milliseconds.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -38,16 +39,18 @@ _KERNEL_MODULES = ("aidge_lite.kernels", "kernels.")
 
 
 def _write(text: str, stream=None) -> None:
+    from .progress import note_output
+
+    note_output()
     stream = stream or sys.stderr
     try:
         from tqdm import tqdm
 
         tqdm.write(text, file=stream)  # clears and redraws any progress bar
+        stream.flush()
     except ImportError:  # pragma: no cover - tqdm is a dependency
         print(text, file=stream, flush=True)
-    try:
-        stream.flush()
-    except (AttributeError, ValueError):
+    except (AttributeError, ValueError, OSError):  # a closed stream (interpreter exit): say nothing
         pass
 
 
@@ -71,6 +74,7 @@ class _Notice:
         self.depth = 0
         self.burst_start = None    # monotonic time of the burst's first start
         self.burst_count = 0
+        self.burst_names: list[str] = []
         self.last_activity = 0.0
         self.last_print = 0.0
         self.announced = False
@@ -85,7 +89,7 @@ class _Notice:
             self.current = name
             self.last_activity = now
             if self.burst_start is None:
-                self.burst_start, self.burst_count, self.announced = now, 0, False
+                self.burst_start, self.burst_count, self.announced, self.burst_names = now, 0, False, []
             if self.enabled and self.thread is None:
                 self.thread = threading.Thread(target=self._watch, name="aidge_lite-jit-notice", daemon=True)
                 self.thread.start()
@@ -95,6 +99,7 @@ class _Notice:
             self.depth = max(0, self.depth - 1)
             self.total += 1
             self.burst_count += 1
+            self.burst_names.append(name)
             self.last_activity = time.monotonic()
 
     def _watch(self) -> None:
@@ -109,8 +114,10 @@ class _Notice:
                 if self.depth == 0 and now - self.last_activity >= NOTICE_IDLE:
                     if self.announced:
                         took = self.last_activity - self.burst_start
-                        _write(f"{_PREFIX}: compiled {self.burst_count} kernel signature(s) in {took:.0f} s "
-                               "(cached on disk: later runs load them)", self.stream)
+                        names = sorted(set(self.burst_names))
+                        which = f": {', '.join(names)}" if len(names) <= 3 else ""
+                        _write(f"{_PREFIX}: compiled {self.burst_count} kernel signature(s) in {took:.0f} s"
+                               f"{which} (cached on disk: later runs load them)", self.stream)
                     self.burst_start, self.thread = None, None
                     return
                 if not self.announced and elapsed >= NOTICE_DELAY:
@@ -181,8 +188,8 @@ WORKLOADS = {
                                   "digits_mlp"), {"nb_bits": 4, **_BEST}, "default"),
     ),
     "all": (
-        ("16 bits", ("mnist8", "resnet_tiny", "mobilenet_tiny", "inception_tiny", "digits_mlp"),
-         {"nb_bits": 16}, "default"),
+        ("16 bits, 64-bit accumulator", ("mnist8", "resnet_tiny", "mobilenet_tiny", "inception_tiny",
+                                         "digits_mlp"), {"nb_bits": 16}, "acc64"),
         ("8 bits, tflite fixed-point rescale", ("mnist8", "resnet_tiny", "inception_tiny", "digits_mlp"),
          {"nb_bits": 8, "per_channel": True}, "tflite"),
         ("8 bits, mcu-shift (power-of-two, saturate)", ("mnist8", "resnet_tiny", "inception_tiny",
@@ -217,8 +224,9 @@ def _run_workload(graphs: dict, names, options: dict, profile: str, samples: int
     from . import run
     from .models import zoo
     from .ptq import quantize_network
-    from .target import PROFILES
+    from .target import PROFILES, Target
 
+    target = Target(acc_bits=64) if profile == "acc64" else PROFILES[profile]
     done = 0
     for name in names:
         if name not in graphs:
@@ -227,17 +235,21 @@ def _run_workload(graphs: dict, names, options: dict, profile: str, samples: int
         if graph is None:
             continue
         x = _random_input(graph, zoo.dataset(name), samples, seed=done)
-        batch = 1 if graph.node(graph.inputs[0]).attrs["shape"][0] == 1 else samples
-        qgraph = quantize_network(graph, x, target=PROFILES[profile], batch_size=batch, **options)
-        for start in range(0, samples, batch):
-            xb = x[start:start + batch]
-            fake = run(qgraph, xb)
-            ints = run(qgraph, xb, engine="integer")
-            for key in fake:  # the engines agree; anything else is a bug worth hearing about now
-                if not np.array_equal(fake[key], ints[key]):
-                    raise AssertionError(f"warmup: engines differ on '{name}' output '{key}'")
+        # Batches of several samples, as real runs use: a batch of one makes some views
+        # contiguous that are not otherwise, i.e. other kernel signatures.
+        qgraph = quantize_network(graph, x, target=target, batch_size=samples, **options)
+        fake = run(qgraph, x)
+        ints = run(qgraph, x, engine="integer")
+        for key in fake:  # the engines agree; anything else is a bug worth hearing about now
+            if not np.array_equal(fake[key], ints[key]):
+                raise AssertionError(f"warmup: engines differ on '{name}' output '{key}'")
         done += 1
     return done
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
 
 
 def warmup(scope: str = "default", *, samples: int = 4, progress: bool = True, stream=None) -> dict:
@@ -254,8 +266,8 @@ def warmup(scope: str = "default", *, samples: int = 4, progress: bool = True, s
     """
     if scope not in SCOPES:
         raise InputError(f"warmup: scope must be one of {SCOPES}, got {scope!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise InputError(f"warmup: samples must be a positive int, got {samples!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise InputError(f"warmup: samples must be an int >= 2, got {samples!r}")
     install_notice()
     workloads = WORKLOADS["default"] + (WORKLOADS["all"] if scope == "all" else ())
     start, before = time.perf_counter(), compiled_count()
@@ -263,10 +275,14 @@ def warmup(scope: str = "default", *, samples: int = 4, progress: bool = True, s
     say = (lambda text: _write(text, stream)) if progress else (lambda text: None)
     say(f"{_PREFIX} warmup: compiling the integer kernels for {len(workloads)} workload(s) "
         "(cached kernels only load; a cold cache takes about a minute per workload on 2 cores)")
+    from .progress import heartbeat
+
     for i, (label, names, options, profile) in enumerate(workloads, 1):
         t0, c0 = time.perf_counter(), compiled_count()
         say(f"{_PREFIX} warmup [{i}/{len(workloads)}] {label} (target '{profile}') ...")
-        models = _run_workload(graphs, names, options, profile, samples)
+        with heartbeat(f"warmup [{i}/{len(workloads)}] {label}", every=8.0, stream=stream or sys.stderr) \
+                if progress else _nothing():
+            models = _run_workload(graphs, names, options, profile, samples)
         say(f"{_PREFIX} warmup [{i}/{len(workloads)}] {label}: {models} model(s), "
             f"{compiled_count() - c0} kernel signature(s) compiled, {time.perf_counter() - t0:.1f} s")
     result = {"seconds": time.perf_counter() - start, "compiled": compiled_count() - before,

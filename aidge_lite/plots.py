@@ -55,7 +55,18 @@ def _title(report: dict) -> str:
     flags = [k for k in ("optimize_signs", "per_channel", "cle", "single_shift", "bias_correction")
              if opts.get(k)]
     extra = f", {', '.join(flags)}" if flags else ""
-    return f"{report.get('model_spec') or report['model']}: {report.get('nb_bits')} bits, clipping {opts.get('clipping', 'max')}{extra}"
+    model = Path(str(report.get("model_spec") or report["model"])).name  # a file name, not its directories
+    return f"{_short(model, 60)}: {report.get('nb_bits')} bits, clipping {opts.get('clipping', 'max')}{extra}"
+
+
+def _fit(text: str, width_inches: float, fontsize: float) -> str:
+    """`text` wrapped so that each line fits `width_inches` at `fontsize` (DejaVu Sans averages
+    well under 0.6 em per character; 0.62 leaves a margin)."""
+    import textwrap
+
+    chars = max(12, int(width_inches * 72 / (0.62 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=True) if len(line) > chars else line
+                     for line in text.split("\n"))
 
 
 def plot_sqnr(report: dict, path, plt=None) -> Path:
@@ -76,7 +87,8 @@ def plot_sqnr(report: dict, path, plt=None) -> Path:
     ax.set_xlim(min(0.0, min(finite, default=0.0)), top * 1.15)
     ax.set_xlabel("SQNR (dB), float vs fake-quant: higher is better")
     samples = (report.get("sqnr") or {}).get("samples", 0)
-    ax.set_title(f"{_title(report)}\nper-layer SQNR on {samples} calibration samples", fontsize=10)
+    ax.set_title(_fit(f"{_title(report)}\nper-layer SQNR on {samples} calibration samples",
+                      fig.get_figwidth() * 0.95, 10), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path, plt)
 
@@ -96,7 +108,9 @@ def _panel(ax, layer: dict, histogram: dict) -> None:
         ax.axvline(x, color=_RANGE_COLOR, linestyle=":", linewidth=1.4, label=None if i else "max |x|")
     kind = "signed" if layer.get("signed") else "unsigned"
     sqnr = sqnr_text(layer) + (" dB" if layer.get("sqnr_db") is not None else "")
-    ax.set_title(f"{_short(layer['name'], 40)}\n{layer.get('role')}, {kind}, SQNR {sqnr}", fontsize=8)
+    width = ax.figure.get_figwidth() / max(1, ax.get_gridspec().ncols) * 0.95
+    ax.set_title(_fit(f"{_short(layer['name'], 40)}\n{layer.get('role')}, {kind}, SQNR {sqnr}", width, 8),
+                 fontsize=8)
     ax.tick_params(labelsize=7)
     ax.xaxis.get_offset_text().set_fontsize(7)
 
@@ -123,8 +137,8 @@ def plot_histograms(report: dict, path, plt=None) -> Path | None:
     else:
         fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     samples = (report.get("sqnr") or {}).get("samples", 0)
-    fig.suptitle(f"{_title(report)}\nfloat tensors read by each quantizer ({samples} calibration "
-                 "samples, float units, log count)", fontsize=10)
+    fig.suptitle(_fit(f"{_title(report)}\nfloat tensors read by each quantizer ({samples} calibration "
+                      "samples, float units, log count)", fig.get_figwidth() * 0.95, 10), fontsize=10)
     return _save(fig, path, plt)
 
 

@@ -11,8 +11,10 @@ JSON-able dict:
 - ``bit_exact``: elements compared and mismatching between the two engines on
   the test set (None for a ``no_quant`` graph);
 - ``layers``: one entry per QUANTIZER / SCALING node in graph order: role,
-  scale (scalar, or min/max over channels; multiplier and shift for
-  fixed-point quantizers), calibrated range (``meta["range"]``) and clip
+  scale (scalar, or min/max over channels; multiplier and shift, exact
+  integers, for integer quantizers: mode "int" applies multiplier / 2^shift,
+  mode "gemmlowp" TFLite's Q31 multiplier * 2^(shift - 31), shift positive =
+  left, as TFLite stores them), calibrated range (``meta["range"]``) and clip
   (``meta["clip"]``) in the PTQ's normalised units, signed, clip bounds lo/hi,
   how many values the quantizer clipped on the calibration set (below lo and
   above hi), joins ("join"/"residual") included. For a ``no_quant`` graph
@@ -23,6 +25,17 @@ JSON-able dict:
 - ``zeroed_channels``: affine nodes with output channels whose weights
   quantized to all zeros although their float weights are not
   (`zeroed_weight_channels`); empty when none did.
+- per layer also (`aidge_lite.report_details`): ``onnx_node`` / ``onnx_tensor``
+  (the ONNX node the quantizer follows, bias Adds / BatchNorms folded into it
+  listed with it, and the ONNX tensor its value stands for), ``real_scale`` and
+  ``zero_point`` (ONNX / TFLite's real = (q - zero_point) * scale, 1 / F and 0),
+  and ``zeroed_unsigned``: values below 0 an unsigned quantizer set to 0 (the
+  ReLU it does; not counted in ``clipped``);
+- ``weights``: per Conv/Gemm, the weight SQNR (float weights vs q / weight_scale)
+  and its worst channel, the weights' real scale; ``accumulators``: per
+  Conv/Gemm/Add of an integer graph, the accumulator's min / max on the
+  calibration set and the signed bits it needs, the worst case over the input
+  range and its bits, and the target's ``acc_bits``.
 
 SQNR (`layer_sqnr`). A quantizer's output q stands for a float tensor t of the
 float network with q ~ F_t * t (F_t from `ptq.quantize.output_scales`). The
@@ -61,6 +74,8 @@ from .interp.quant_common import quantizer_args
 from .interp.reference import ReferenceInterpreter
 from .ir import AFFINE, Graph, OpType
 from .ir.node import META_RANGE, META_SIGNED
+from .report_details import (AccumulatorObserver, accumulator_table, details_markdown, onnx_keys,
+                             real_scales, weight_table)
 
 __all__ = ["quantization_report", "write_markdown", "write_json", "markdown", "ClipCounter",
            "count_clipped", "layer_sqnr", "float_reference", "float_counterparts",
@@ -93,6 +108,12 @@ class ClipCounter(ReferenceInterpreter):
     def __init__(self, target=None):
         super().__init__(None, target)
         self.counts: dict[str, list[int]] = {}
+        self.accumulators = AccumulatorObserver()  # min / max per Conv/Gemm/Add accumulator
+
+    def begin(self, graph):
+        super().begin(graph)
+        if self.integer:  # observe each accumulator before the target's width applies
+            self.accumulators.wrap(self.policy)
 
     def _add(self, name, below, above, size):
         entry = self.counts.setdefault(name, [0, 0, 0])
@@ -111,8 +132,27 @@ class ClipCounter(ReferenceInterpreter):
             kernels.requant_int_ref(np.asarray(view, np.int64), params[0], params[1], mode, _INT64, unclipped)
         self._add(node.name, np.count_nonzero(unclipped < lo), np.count_nonzero(unclipped > hi), view.size)
 
+    def count_gemmlowp(self, node, x):
+        """The clip count of a gemmlowp quantizer (its impl bypasses `count_clipped`): the
+        same rescale (`requant_gemmlowp_ref`) with int32 bounds, which never bind."""
+        attrs = node.attrs
+        multiplier = np.atleast_1d(np.asarray(attrs["multiplier"], np.int64))
+        shift = np.atleast_1d(np.asarray(attrs["shift"], np.int64))
+        acc = np.asarray(x).astype(np.int64)
+        if multiplier.size > 1:
+            acc = np.moveaxis(acc, attrs.get("axis", -1), -1)
+        acc = np.ascontiguousarray(acc).reshape(-1, multiplier.size)
+        params = np.array([attrs.get("input_zero_point", 0), attrs.get("pre_shift", 0),
+                           attrs.get("zero_point", 0), -(1 << 31), (1 << 31) - 1], np.int64)
+        unclipped = kernels.requant_gemmlowp_ref(acc, multiplier, shift, params,
+                                                 np.empty(acc.shape, np.int64))
+        lo, hi = int(attrs["lo"]), int(attrs["hi"])
+        self._add(node.name, np.count_nonzero(unclipped < lo), np.count_nonzero(unclipped > hi), acc.size)
+
     def run_node(self, node, operands):
         value = super().run_node(node, operands)
+        if node.op is OpType.QUANTIZER and node.attrs.get("mode") == "gemmlowp":
+            self.count_gemmlowp(node, operands[0])
         if node.op is OpType.SCALING and self.graph.meta.get("quantized"):
             lo, hi = _nominal_bounds(self.graph, node)
             self._add(node.name, np.count_nonzero(value < lo), np.count_nonzero(value > hi), value.size)
@@ -134,12 +174,18 @@ def _bounds(qgraph, node) -> tuple[int | None, int | None, bool | None]:
     return lo, hi, node.meta.get(META_SIGNED)
 
 
-def count_clipped(qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH) -> dict[str, list[int]]:
-    """Per QUANTIZER/SCALING node: [below lo, above hi, elements] on the samples `x`."""
+def count_clipped(qgraph: Graph, x, *, batch_size: int = DEFAULT_BATCH,
+                  accumulators: dict | None = None) -> dict[str, list[int]]:
+    """Per QUANTIZER/SCALING node: [below lo, above hi, elements] on the samples `x`.
+
+    `accumulators`: a dict filled with [min, max] of each accumulating node (integer graphs).
+    """
     counter = ClipCounter()
     x = np.asarray(x)
     for start, stop in batches(len(x), batch_size):
         counter.run(qgraph, as_float_input(x[start:stop]))
+    if accumulators is not None:
+        accumulators.update(counter.accumulators.ranges)
     return counter.counts
 
 
@@ -326,18 +372,36 @@ def _spread_of(values, key: str) -> dict:
     return {key: None, f"{key}_min": float(array.min()), f"{key}_max": float(array.max())}
 
 
+def _int_spread_of(values, key: str) -> dict:
+    """`_spread_of` for integer parameters: exact Python ints, never floats."""
+    ints = [int(v) for v in np.ravel(np.asarray(values, dtype=np.int64))]
+    if len(set(ints)) == 1:
+        return {key: ints[0]}
+    return {key: None, f"{key}_min": min(ints), f"{key}_max": max(ints)}
+
+
 def rescale_summary(attrs: dict) -> dict:
-    """Scale of a rescaling node (and multiplier / shift in fixed-point mode), JSON-able."""
+    """Scale of a rescaling node, JSON-able; for an integer quantizer also its multiplier
+    and shift as exact ints and `rescale` = its mode: "int" (multiplier / 2^shift) or
+    "gemmlowp" (TFLite's Q31 multiplier * 2^(shift - 31), shift positive = left)."""
     scale = np.asarray(attrs.get("scale", 1.0), dtype=np.float64)
     summary = {**_spread_of(scale, "scale"), "channels": int(scale.size)}
-    if attrs.get("mode") == "int":
-        summary.update(_spread_of(attrs["multiplier"], "multiplier"))
-        summary.update(_spread_of(attrs["shift"], "shift"))
+    if attrs.get("mode") in ("int", "gemmlowp"):
+        summary["channels"] = max(summary["channels"], int(np.size(attrs["multiplier"])))
+        summary["rescale"] = attrs["mode"]
+        summary.update(_int_spread_of(attrs["multiplier"], "multiplier"))
+        summary.update(_int_spread_of(attrs["shift"], "shift"))
     return summary
 
 
-def layer_table(qgraph: Graph, counts: dict[str, list[int]], sqnr: dict[str, dict] | None = None) -> list[dict]:
-    sqnr = sqnr or {}
+def layer_table(qgraph: Graph, counts: dict[str, list[int]], sqnr: dict[str, dict] | None = None,
+                extras: dict[str, dict] | None = None) -> list[dict]:
+    """One entry per rescaling node; `extras` (name -> fields) are merged in (ONNX keys, real scales).
+
+    An unsigned quantizer (lo = 0) does the ReLU that reads it (compute_signs): the values it
+    sets from below 0 to 0 are counted as ``zeroed_unsigned``, not as clipped.
+    """
+    sqnr, extras = sqnr or {}, extras or {}
     layers = []
     for node in qgraph.topo_order():
         if node.op not in RESCALERS:
@@ -345,8 +409,11 @@ def layer_table(qgraph: Graph, counts: dict[str, list[int]], sqnr: dict[str, dic
         attrs, meta = node.attrs, node.meta
         below, above, size = counts.get(node.name, [0, 0, 0])
         lo, hi, signed = _bounds(qgraph, node)
+        zeroed = below if signed is False and lo == 0 else 0
+        below -= zeroed
         measured = {k: v for k, v in sqnr.get(node.name, {}).items() if k != "histogram"}
         entry = {
+            **extras.get(node.name, {}),
             "name": node.name,
             "op": node.op.value,
             "role": attrs.get("role"),
@@ -361,6 +428,7 @@ def layer_table(qgraph: Graph, counts: dict[str, list[int]], sqnr: dict[str, dic
             "clipped": below + above,
             "clipped_low": below,
             "clipped_high": above,
+            "zeroed_unsigned": zeroed,
             "elements": size,
             "clipped_fraction": (below + above) / size if size else 0.0,
             **measured,
@@ -400,11 +468,15 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
     test_x, calib_x = np.asarray(test_x), np.asarray(calib_x)
     kw = dict(batch_size=batch_size, progress=progress)
     acc, bit_exact = _accuracies(float_graph, qgraph, test_x, test_y, float_accuracy, kw)
-    counts = count_clipped(qgraph, calib_x, batch_size=batch_size)
+    observed: dict = {}
+    counts = count_clipped(qgraph, calib_x, batch_size=batch_size, accumulators=observed)
     sqnr_x = calib_x[spread(len(calib_x), sqnr_samples)] if sqnr_samples != 0 else calib_x[:0]
     reference = float_reference(float_graph, qgraph)
     per_layer = layer_sqnr(float_graph, qgraph, sqnr_x, batch_size=batch_size,
                            reference=reference) if len(sqnr_x) else {}
+    keys = onnx_keys(qgraph, reference, float_counterparts(qgraph, reference))
+    scales = real_scales(quantizer_factors(qgraph))
+    extras = {name: {**keys.get(name, {}), **scales.get(name, {})} for name in set(keys) | set(scales)}
     report = {
         "model": float_graph.name,
         "options": qgraph.meta.get("options", {}),
@@ -415,9 +487,11 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
         "accuracy": acc,
         "bit_exact": bit_exact,
         "sqnr": {"samples": int(len(sqnr_x)), "source": "calibration"},
-        "layers": layer_table(qgraph, counts, per_layer),
+        "layers": layer_table(qgraph, counts, per_layer, extras),
         "histograms": {name: r["histogram"] for name, r in per_layer.items() if r["histogram"]},
         "zeroed_channels": zeroed_weight_channels(qgraph, reference),
+        "weights": weight_table(qgraph, reference),
+        "accumulators": accumulator_table(qgraph, observed),
     }
     return _plain(report)
 
@@ -448,12 +522,18 @@ def _spread_text(summary: dict, key: str) -> str:
 
 
 def rescale_text(summary: dict) -> str:
-    """'0.0482', '0.01..0.02 (8 ch)', plus ' = m / 2^s' for fixed-point quantizers."""
+    """'0.0482', '0.01..0.02 (8 ch)', plus ' = m / 2^s' for "int" quantizers or
+    ' = Q31 M, shift s' for gemmlowp ones (TFLite's convention: M * 2^(s - 31)); the
+    integers exactly."""
     text = _spread_text(summary, "scale")
     if summary.get("scale") is None:
         text += f" ({summary.get('channels')} ch)"
     if "shift" in summary or "shift_min" in summary:
-        text += f" = {_spread_text(summary, 'multiplier')} / 2^{_spread_text(summary, 'shift')}"
+        multiplier, shift = _spread_text(summary, "multiplier"), _spread_text(summary, "shift")
+        if summary.get("rescale") == "gemmlowp":
+            text += f" = Q31 {multiplier}, shift {shift}"
+        else:
+            text += f" = {multiplier} / 2^{shift}"
     return text
 
 
@@ -492,18 +572,22 @@ def _header(report: dict) -> list[str]:
 
 def zeroed_text(report: dict) -> list[str]:
     """One line per affine node whose quantization zeroed whole output channels."""
+    opts = report.get("options") or {}
+    untried = [f"{k}=True" for k in ("cle", "per_channel") if not opts.get(k)]
+    why = ("one channel's range dominates the per-tensor scale; try " + " or ".join(untried)) if untried \
+        else "their float weights are near zero next to the layer's largest: a dead channel"
     return [f"`{z['node']}`: {z['zeroed']} of {z['channels']} output channels have all-zero "
-            "quantized weights (one channel's range dominates the per-tensor scale; try cle=True "
-            "or per_channel=True)" for z in report.get("zeroed_channels") or ()]
+            f"quantized weights ({why})" for z in report.get("zeroed_channels") or ()]
 
 
 def _layer_rows(layers: list[dict]) -> list[str]:
-    rows = ["| layer | role | range | clip | scale / shift | signed | lo..hi | SQNR (dB) "
-            "| clipped below lo / above hi | clipped % |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| ONNX node | quantizer | role | range | clip | real scale (zp 0) | scale / shift | signed "
+            "| lo..hi | SQNR (dB) | clipped below lo / above hi | clipped % |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for l in layers:
         rows.append(
-            f"| `{l['name']}` | {l['role']} | {_num(l.get('float_range'))} | {_num(l.get('float_clip'))} "
+            f"| {_num(l.get('onnx_node'))} | `{l['name']}` | {l['role']} | {_num(l.get('float_range'))} "
+            f"| {_num(l.get('float_clip'))} | {_num(l.get('real_scale'))} "
             f"| {rescale_text(l)} | {_num(l['signed'])} | {_num(l['lo'])}..{_num(l['hi'])} | {sqnr_text(l)} "
             f"| {l['clipped_low']} / {l['clipped_high']} | {100 * l['clipped_fraction']:.3f}% |")
     return rows
@@ -518,9 +602,12 @@ def markdown(report: dict, *, max_layers: int | None = None, images: dict[str, s
               f"SQNR: the float tensor a quantizer stands for vs its fake-quant value dequantized "
               f"(q / F), accumulated error included, on {n} calibration samples. range: max |x| of "
               "that float tensor; clip: the largest value the quantizer represents (hi / F); both in "
-              "float units. clipped: values clipped on the whole calibration set (below lo = 0 is the "
-              "ReLU's work for an unsigned quantizer).", ""]
+              "float units. real scale: ONNX / TFLite's scale, real = (q - 0) * scale, i.e. 1 / F. "
+              "clipped: values clipped on the whole calibration set; an unsigned quantizer's zeros "
+              "(values below 0, the ReLU it does) are not clipping and not counted "
+              "(`zeroed_unsigned` in report.json).", ""]
     lines += _layer_rows(layers)
+    lines += details_markdown(report)
     for caption, path in (images or {}).items():
         lines += ["", f"![{caption}]({path})"]
     return "\n".join(lines) + "\n"

@@ -25,13 +25,17 @@ class Target:
     rounding : str
         Rounding of every rescale: "half_away" (half away from zero, the usual
         embedded convention), "half_up" (toward +inf), "half_even" (ONNX,
-        numpy.rint) or "floor" (a bare arithmetic right shift).
+        numpy.rint) or "floor" (a bare arithmetic right shift). With
+        rescale="gemmlowp" the quantizers round TFLite's way whatever this says;
+        it then applies to the integer average pools only.
     rescale : str
         How a quantizer multiplies: "float" (float64 multiplier), "fixed_point"
-        (int32 Q31 multiplier + right shift, TFLite style), "shift" (a power of
-        two), "double_shift" (N2D2's (1 + 2^-a) * 2^-b) or "gemmlowp" (TFLite's
-        Q31 multiplier + signed shift with its double rounding:
-        SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT).
+        (Q31 multiplier + right shift, TFLite's multiplier but one exact rounding
+        of the product, by `rounding`), "shift" (a power of two), "double_shift"
+        (N2D2's (1 + 2^-a) * 2^-b) or "gemmlowp" (TFLite's arithmetic itself: Q31
+        multiplier + signed shift with its double rounding,
+        SaturatingRoundingDoublingHighMul then RoundingDivideByPOT, on int32
+        accumulators: the PTQ refuses acc_bits > 32 and uint16 activations).
     overflow : str
         Accumulator out of range: "error" (raise, naming node and count),
         "saturate" or "wrap" (two's complement); the last two warn and record.
@@ -61,7 +65,9 @@ class Target:
 PROFILES = {
     "default": Target(),
     "onnx": Target(rounding="half_even"),
-    "tflite": Target(rescale="fixed_point", rounding="half_away"),
+    # TFLite's requantization bit for bit (gemmlowp double rounding, int32 accumulators);
+    # the pools round half away from zero, as TFLite's do.
+    "tflite": Target(rescale="gemmlowp", rounding="half_away"),
     "mcu-shift": Target(rescale="shift", rounding="half_up", overflow="saturate"),
     "wrap32": Target(overflow="wrap"),
 }

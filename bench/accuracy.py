@@ -31,7 +31,8 @@ BITS = (8, 6, 5, 4, 3, 2)
 class OptionSet:
     """One point of the option grid: a label and `quantize_network` keyword arguments.
 
-    `target` names a profile of `aidge_lite.target.PROFILES` (None = default).
+    `target` names a profile of `aidge_lite.target.PROFILES`, or is "key=value,..."
+    fields of `aidge_lite.Target` (None = default).
     """
 
     label: str
@@ -55,10 +56,13 @@ OPTION_GRID: tuple[OptionSet, ...] = (
     OptionSet("mse+signs+pc", {"clipping": "mse", "optimize_signs": True, "per_channel": True}),
     OptionSet("best", _BEST),
     OptionSet("best+shift", {**_BEST, "single_shift": True}),
-    OptionSet("fixed-point", {}, target="tflite"),
+    # profile "tflite" meant this single-rounding Q31 rescale until it became gemmlowp
+    OptionSet("fixed-point", {}, target="rescale=fixed_point"),
+    OptionSet("tflite", {}, target="tflite"),
     OptionSet("mse+signs+bc", {"clipping": "mse", "optimize_signs": True, "bias_correction": True}),
     OptionSet("mse+signs+pc+bc", {**_BEST, "cle": False, "bias_correction": True}),
     OptionSet("best+bc", {**_BEST, "bias_correction": True}),
+    OptionSet("preset-best", {"preset": "best"}),  # quantize_network(preset="best")
 )
 
 
@@ -90,6 +94,18 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
+def _target(text, profiles):
+    """A profile name or "key=value,..." Target fields (None: the default target)."""
+    from aidge_lite.target import Target
+
+    if not text:
+        return None
+    if "=" not in text:
+        return profiles[text]
+    return Target(**{k: int(v) if k == "acc_bits" else v
+                     for k, v in (item.split("=", 1) for item in text.split(","))})
+
+
 def run_model(model: str, grid, bits_list, limit=None, batch_size=500, log=print):
     """Rows (list of cells) and notes for one model."""
     import aidge_lite
@@ -118,7 +134,7 @@ def run_model(model: str, grid, bits_list, limit=None, batch_size=500, log=print
             cells = [model, opt.label, bits, pct(float_acc)]
             start = time.perf_counter()
             try:
-                target = PROFILES[opt.target] if opt.target else None
+                target = _target(opt.target, PROFILES)
                 qgraph = aidge_lite.quantize_network(graph, calib, nb_bits=bits, target=target, **opt.options)
                 cmp = compare_engines(qgraph, test_x, batch_size=batch_size)
                 cells += [pct(top1(cmp["reference"], test_y)), pct(top1(cmp["integer"], test_y)),

@@ -176,6 +176,12 @@ def _exact_value(q, node, mine, k, idx):
             s = int(np.ravel(attrs["shift"])[c if np.size(attrs["shift"]) > 1 else 0])
             value = acc * m / 2.0 ** s
             return f"{int(acc)} * {m} / 2^{s} = {value!r} (distance to the tie {abs(abs(value) % 1 - 0.5):.3g})"
+        if attrs.get("mode") == "gemmlowp":  # TFLite convention: M * 2^(shift - 31), shift + = left
+            m = int(np.ravel(attrs["multiplier"])[c if np.size(attrs["multiplier"]) > 1 else 0])
+            s = int(np.ravel(attrs["shift"])[c if np.size(attrs["shift"]) > 1 else 0])
+            value = acc * m * 2.0 ** (s - 31)
+            return (f"{int(acc)} * {m} * 2^({s} - 31) = {value!r}, gemmlowp double rounding "
+                    f"(distance to the tie {abs(abs(value) % 1 - 0.5):.3g})")
         scale = float(np.ravel(attrs["scale"])[c if np.size(attrs["scale"]) > 1 else 0])
         value = acc * scale
         return f"{acc:.0f} * {scale!r} = {value!r} (distance to the tie {abs(abs(value) % 1 - 0.5):.3g})"
@@ -433,10 +439,16 @@ ANALYSIS = [
     " tensors rounds every product q_x * s_x * q_w * s_w and partial sum, so an exact tie"
     " round(acc / 2^k) of a power-of-two rescale (`single_shift`, `mcu-shift`) lands on either"
     " side (compare mnist8 / single_shift `disabled` and `enabled+x64quantprecision`).",
+    "- **`tflite` rounds twice** (gemmlowp: SaturatingRoundingDoublingHighMul, ties toward +inf,"
+    " then RoundingDivideByPOT), as TFLite does; ONNX rounds once. Values whose exact product lies"
+    " within 2^-(r+1) of a half (r = -shift, the final right shift) can round differently (a fraction of a percent per requantized"
+    " tensor, see tests/ptq/test_gemmlowp_rescale.py), and each difference propagates to later"
+    " layers, so `tflite` mismatches on more logits than the single-rounding profiles.",
     "- **Other profiles mismatch on exact ties**, as expected: ONNX QuantizeLinear rounds half to"
-    " even, `default` / `tflite` / `wrap32` round half away from zero and `mcu-shift` half up. With"
-    " a float64 multiplier (`default`, `wrap32`) or a Q31 fixed-point one (`tflite`) exact ties"
-    " are almost impossible, so they agree like `onnx`; with a power-of-two rescale (`mcu-shift`,"
+    " even, `default` / `wrap32` round half away from zero and `mcu-shift` half up. With"
+    " a float64 multiplier (`default`, `wrap32`) or a Q31 fixed-point one (`Target(rescale="
+    "\"fixed_point\")`) exact ties are almost impossible, so they agree like `onnx`; with a"
+    " power-of-two rescale (`mcu-shift`,"
     " round(acc / 2^k)) ties are frequent and every tie can differ (the diagnosis shows values"
     " like -19.5 rounded to -19 by us, -20 by ORT). `mcu-shift` and `wrap32` saturate or wrap"
     " int32 accumulators, which ORT does not reproduce; see the overflow line under the table.",

@@ -1,7 +1,9 @@
 """Requantize an int64 accumulator to an n-bit output, per channel (axis 1).
 
-Two flavours: a float64 multiplier (bit-identical with the NumPy fake-quant
-engine) and an integer multiplier + shift (fixed-point hardware style).
+Three flavours: a float64 multiplier (bit-identical with the NumPy fake-quant
+engine), a float32 multiplier with a float32 product (Aidge 0.3.1's float32
+tensors: ``requant_float32``) and an integer multiplier + shift (fixed-point
+hardware style).
 """
 
 import math
@@ -111,6 +113,60 @@ def requant_float(acc, multiplier, mode, bounds, out):
             for s in range(s_size):
                 r = round_float(np.float64(acc[n, c, s]) * m, mode)
                 _store_clipped_float(out, n, c, s, r, lo, hi)
+    return out
+
+
+@numba.njit(cache=True)
+def requant_float32(acc, multiplier, mode, bounds, out):
+    """``out = clip(round(float32(float32(acc) * multiplier[c])), lo, hi)``.
+
+    The rescale of a library whose tensors are float32 (Aidge 0.3.1's
+    quantizer: ``Mul`` by a float32 scaling factor, ``Round``, ``Clip``, all
+    on float32 tensors).
+
+    Parameters
+    ----------
+    acc : (N, C, S) int64, int8/uint8/int16/uint16 or float64, C-contiguous
+        Integer-valued.
+    multiplier : (C,) float32
+        Finite (the float64 scale rounded to float32 by the caller).
+    mode : int
+        Rounding constant from :mod:`kernels.rounding`.
+    bounds : (2,) int64
+        ``[lo, hi]``, both representable in ``out.dtype``.
+    out : (N, C, S) int8, uint8, int16, uint16, int32, int64 or float64
+        Preallocated, written in place.
+
+    Returns
+    -------
+    out
+
+    Notes
+    -----
+    Two float32 roundings, both to nearest even: ``acc`` to float32 (exact
+    while ``|acc| <= 2**24``), then the product. The product is formed
+    exactly in float64 (two 24-bit significands) and rounded once to
+    float32, which is IEEE float32 multiplication. The float32 product is
+    then rounded to an integer with ``mode`` (the rounding is exact in
+    float64) and clipped in float64; a product that overflows float32 is
+    +-inf and clips to a bound. E.g. acc = 15119, multiplier =
+    float32(0.0026126066): the float32 product is 39.5 exactly (float64:
+    39.49999...), so half_even gives 40, not 39.
+    """
+    lo, hi = bounds[0], bounds[1]
+    flo, fhi = np.float64(lo), np.float64(hi)
+    exact_bounds = -(2 ** 53) <= lo and hi <= 2 ** 53
+    n_size, c_size, s_size = acc.shape
+    for n in range(n_size):
+        for c in range(c_size):
+            m = np.float64(multiplier[c])
+            for s in range(s_size):
+                p = np.float32(np.float64(np.float32(acc[n, c, s])) * m)
+                r = round_float(np.float64(p), mode)
+                if exact_bounds:
+                    out[n, c, s] = np.int64(min(max(r, flo), fhi))
+                else:
+                    _store_clipped_float(out, n, c, s, r, lo, hi)
     return out
 
 
@@ -226,6 +282,19 @@ def requant_float_ref(acc, multiplier, mode, bounds, out):
     res = np.where(inside, np.where(inside, r, 0.0).astype(np.int64),
                    np.where(r <= float(lo), lo, hi))
     out[...] = res
+    return out
+
+
+def requant_float32_ref(acc, multiplier, mode, bounds, out):
+    """NumPy twin of :func:`requant_float32` (the spec): NumPy's own float32
+    multiply of ``acc.astype(float32)`` by the float32 multiplier."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        product = acc.astype(np.float32) * multiplier.astype(np.float32)[None, :, None]
+        r = round_float_ref(product.astype(np.float64), mode)
+    inside = (r > float(lo)) & (r < float(hi))  # compared in float64, converted only inside
+    out[...] = np.where(inside, np.where(inside, r, 0.0).astype(np.int64),
+                        np.where(r <= float(lo), lo, hi))
     return out
 
 

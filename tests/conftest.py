@@ -12,8 +12,35 @@ from pathlib import Path
 # function at once (both can claim the same overload file; the index then points
 # at the other signature's machine code, which crashes when loaded).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _seed_worker_cache(cache_dir: Path) -> None:
+    """A new worker cache starts as a copy of the kernels' own cache (`aidge-lite warmup`, run by
+    `make test` after installing, fills it): the worker loads those signatures instead of compiling
+    them again. Numba writes each cache file by rename, so a copy never holds half a file; the
+    index keys on the source's content hash, valid wherever the file sits."""
+    import hashlib
+    import shutil
+
+    source = _ROOT / "kernels"
+    # numba.core.caching.UserProvidedCacheLocator: <cache dir>/<parent dir>_<sha1 of the source dir>
+    target = cache_dir / f"kernels_{hashlib.sha1(str(source).encode()).hexdigest()}"
+    if cache_dir.exists() or not (source / "__pycache__").is_dir():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (source / "__pycache__").iterdir():
+        if path.suffix in (".nbi", ".nbc"):
+            shutil.copy2(path, target / path.name)
+
+
+# No compile notice from the library under pytest (it would print between tests, outside their
+# capture); tests/test_jit.py turns it on where it is the subject.
+os.environ.setdefault("AIDGE_LITE_JIT_NOTICE", "0")
+
 if _WORKER and "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".numba_cache" / _WORKER)
+    os.environ["NUMBA_CACHE_DIR"] = str(_ROOT / ".numba_cache" / _WORKER)
+    _seed_worker_cache(Path(os.environ["NUMBA_CACHE_DIR"]))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -15,7 +15,8 @@ __all__ = [
     "ACTIVATION_DTYPES", "WEIGHT_DTYPES", "ConvShape", "PoolShape", "conv2d_shapes",
     "int_tensors", "pool2d_shapes", "INT64_MIN", "INT64_MAX", "int64s", "modes",
     "MIXED_DTYPES", "conv2d_cases", "gemm_cases", "pool_cases", "accumulators",
-    "requant_float_cases", "requant_int_cases", "activations", "same_shape_pairs",
+    "requant_float_cases", "requant_float32_cases", "requant_int_cases", "activations",
+    "same_shape_pairs",
 ]
 
 # ---------------------------------------------------------------------------
@@ -116,6 +117,19 @@ def requant_float_cases(draw):
     mult = st.one_of(st.floats(-(2.0 ** 20), 2.0 ** 20, allow_nan=False),
                      st.floats(2.0 ** -40, 1.0))
     multiplier = np.array([draw(mult) for _ in range(acc.shape[1])], np.float64)
+    return acc, multiplier, draw(modes), bounds, out
+
+
+@st.composite
+def requant_float32_cases(draw):
+    """``(acc, multiplier, mode, bounds, out)`` for ``requant_float32``: accumulators past
+    2**24 (float32 rounds them), float32 multipliers, and products in [2**22, 2**23) where
+    every other float32 is a tie (x.5), or small ones next to a tie."""
+    acc, bounds, out = draw(_acc_and_out(draw(st.sampled_from([2 ** 16, 2 ** 24, 2 ** 40]))))
+    mult = st.one_of(st.floats(-(2.0 ** 20), 2.0 ** 20, allow_nan=False, width=32),
+                     st.floats(2.0 ** -40, 1.0, width=32),
+                     st.floats(0.5, 1.0, width=32).map(lambda m: m * 2.0 ** 22 / 2 ** 16))
+    multiplier = np.array([draw(mult) for _ in range(acc.shape[1])], np.float32)
     return acc, multiplier, draw(modes), bounds, out
 
 

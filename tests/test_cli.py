@@ -51,7 +51,8 @@ def test_info(mnist8_available):
     code, out, err = cli("info", "mnist8")
     assert code == 0, err
     assert "Input:  Input3  shape [N, 1, 28, 28]  float32" in out
-    assert "| Conv " in out and "parameters: 5,994" in out and "(1, 8, 28, 28)" in out
+    assert "| Conv " in out and "parameters: 5,994" in out and "[N, 8, 28, 28]" in out
+    assert "Output: Plus214_Output_0  shape [N, 10]  float32" in out
 
 
 @pytest.fixture(scope="module")

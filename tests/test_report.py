@@ -89,12 +89,15 @@ def test_report_contents_and_clip_counts(setup):
     assert sum(want.values()) > 0
 
 
-def test_clip_counts_int_mode(setup):
-    """Fixed-point quantizers (mode "int") are counted through the integer rescale."""
+@pytest.mark.parametrize("target, mode", [(aidge_lite.Target(rescale="fixed_point"), "int"),
+                                          (PROFILES["tflite"], "gemmlowp")])
+def test_clip_counts_int_mode(setup, target, mode):
+    """Integer quantizers (mode "int": fixed_point; "gemmlowp": profile tflite) are counted
+    through their own integer rescale."""
     g, calib, test, labels = setup
-    q = aidge_lite.quantize_network(g, calib[:20], nb_bits=4, target=PROFILES["tflite"])
+    q = aidge_lite.quantize_network(g, calib[:20], nb_bits=4, target=target)
     modes = {n.attrs["mode"] for n in q.topo_order() if n.op is OpType.QUANTIZER}
-    assert "int" in modes
+    assert mode in modes
     counts = report.count_clipped(q, calib)
     env = ReferenceInterpreter().run(q, calib, intermediates=True)
     for node in q.topo_order():
@@ -107,6 +110,20 @@ def test_clip_counts_int_mode(setup):
         assert np.count_nonzero(out == node.attrs["lo"]) >= below
         assert np.count_nonzero(out == node.attrs["hi"]) >= above
     assert sum(c[0] + c[1] for c in counts.values()) > 0
+    if mode == "gemmlowp":
+        # TFLite's double rounding moves many values at 4 bits (right shifts of 1..3 bits:
+        # round(x * M / 2^31) then / 2^r), so compare with the Python-int oracle instead
+        from .ptq.test_gemmlowp_rescale import tflite_requant
+
+        for node in q.topo_order():
+            a = node.attrs
+            if node.op is not OpType.QUANTIZER or a["mode"] != "gemmlowp":
+                continue
+            (m,), (s,) = a["multiplier"], a["shift"]
+            raw = [tflite_requant(int(v), m, s, -(1 << 31), (1 << 31) - 1)
+                   for v in np.ravel(env[node.inputs[0]])]
+            assert counts[node.name][:2] == [sum(v < a["lo"] for v in raw), sum(v > a["hi"] for v in raw)]
+        return
     # same quantizers in float mode clip (almost exactly) the same values
     qf = aidge_lite.quantize_network(g, calib[:20], nb_bits=4)
     float_counts = report.count_clipped(qf, calib)
@@ -132,14 +149,50 @@ def test_markdown(setup, tmp_path):
     text = path.read_text()
     assert "| float | fake-quant | integer |" in text and "residual" in text
     assert "## Layers (worst SQNR first)" in text and "![SQNR per layer](sqnr.png)" in text
-    header = next(line for line in text.splitlines() if line.startswith("| layer"))
-    columns = [c.strip() for c in header.split("|")[1:-1]]
-    assert columns[2:4] == ["range", "clip"] and "SQNR (dB)" in columns and "scale / shift" in columns
-    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| ONNX node | quantizer"))
+    columns = [c.strip() for c in lines[start].split("|")[1:-1]]
+    assert columns[3:5] == ["range", "clip"] and "SQNR (dB)" in columns and "scale / shift" in columns
+    assert "real scale (zp 0)" in columns
+    rows = [line.split("|")[1:-1] for line in lines[start + 2:start + 2 + len(rep["layers"])]]
+    assert all(r[1].strip().startswith("`") for r in rows)  # quantizer names, after their ONNX node
     sqnr = [float(r[columns.index("SQNR (dB)")]) for r in rows]
     assert sqnr == sorted(sqnr) and len(rows) == len(rep["layers"])  # worst first
     report.write_json(rep, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["layers"] == rep["layers"]
+
+
+@pytest.mark.parametrize("target", [aidge_lite.Target(rescale="fixed_point"), PROFILES["tflite"]])
+def test_integer_multipliers_and_shifts_are_exact_integers(setup, tmp_path, target):
+    """Q31 multipliers print as integers, never '%g' (1.62155e+09); gemmlowp ones in TFLite's
+    convention (signed shift, real = M * 2^(shift - 31)), "int" ones as m / 2^shift."""
+    g, calib, test, labels = setup
+    q = aidge_lite.quantize_network(g, calib[:50], per_channel=True, target=target)
+    rep = report.quantization_report(g, q, calib[:50], test[:20], labels[:20], sqnr_samples=16)
+    text = report.markdown(rep)
+    layers = {l["name"]: l for l in rep["layers"]}
+    checked = 0
+    for node in q.topo_order():
+        if node.op is not OpType.QUANTIZER or node.attrs["mode"] == "float":
+            continue
+        a, layer = node.attrs, layers[node.name]
+        ms, ss = [int(v) for v in np.ravel(a["multiplier"])], [int(v) for v in np.ravel(a["shift"])]
+        assert layer["rescale"] == a["mode"]
+        if len(set(ms)) == 1:
+            assert type(layer["multiplier"]) is int and layer["multiplier"] == ms[0]
+            assert type(layer["shift"]) is int and layer["shift"] == ss[0]
+            m_text, s_text = str(ms[0]), str(ss[0])
+        else:
+            assert (layer["multiplier_min"], layer["multiplier_max"]) == (min(ms), max(ms))
+            assert type(layer["multiplier_min"]) is int
+            m_text, s_text = f"{min(ms)}..{max(ms)}", (f"{min(ss)}..{max(ss)}" if len(set(ss)) > 1
+                                                       else str(ss[0]))
+        want = (f"Q31 {m_text}, shift {s_text}" if a["mode"] == "gemmlowp"
+                else f"{m_text} / 2^{s_text}")
+        assert want in report.rescale_text(layer) and want in text
+        checked += 1
+    assert checked >= 3 and "e+0" not in text
+    json.dumps(rep, allow_nan=False)
 
 
 def _outlier_row(graph, node, row, gain):

@@ -93,7 +93,7 @@ def _fusable_quantizer(self, node):
     q = consumers[0]
     q = q if isinstance(q, Node) else self.graph.node(q)
     if (q.op is not op.QUANTIZER or q.inputs != [node.name]
-            or q.attrs.get("mode", "float") != "float"
+            or q.attrs.get("mode", "float") != "float" or q.attrs.get("float32")
             or str(np.dtype(q.attrs["dtype"])) not in _FUSABLE_DTYPES):
         return None
     return q
@@ -113,10 +113,11 @@ def _quantizer(self, node, x):
     if fused is not None:
         return fused
     out_dtype = np.dtype(node.attrs["dtype"])
+    requant_float = kernels.requant_float32 if node.attrs.get("float32") else kernels.requant_float
     if x.dtype.kind == "f":  # input quantizer: float64 product, same formula as the reference
         view, (multiplier,), mode, bounds = quantizer_args(node, np.ascontiguousarray(x, np.float64))
         out = np.empty(view.shape, out_dtype)
-        kernels.requant_float(view, multiplier, mode, bounds, out)
+        requant_float(view, multiplier, mode, bounds, out)
         return out.reshape(x.shape)
     _require_int(node, x)
     float_mode = node.attrs.get("mode", "float") == "float"
@@ -127,7 +128,7 @@ def _quantizer(self, node, x):
         node, np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.int64))
     out = np.empty(view.shape, out_dtype)
     if float_mode:
-        kernels.requant_float(view, params[0], mode, bounds, out)
+        requant_float(view, params[0], mode, bounds, out)
     else:
         kernels.requant_int(view, params[0], params[1], mode, bounds, out)
     return out.reshape(x.shape)

@@ -81,7 +81,8 @@ def quantizer_args(node, x: np.ndarray):
 
 
 def rescale_params(node, channels: int) -> tuple:
-    """A QUANTIZER's (scale,) or (multiplier, shift), one value per channel; a length
+    """A QUANTIZER's (scale,) (float32 when `attrs["float32"]`, else float64) or
+    (multiplier, shift), one value per channel; a length
     that is neither 1 nor `channels` is refused (the kernels would read past it), and
     so is a multiplier of 2^31 or more."""
     attrs = node.attrs
@@ -92,7 +93,9 @@ def rescale_params(node, channels: int) -> tuple:
         if size not in (1, channels):
             raise ExecutionError(f"node '{node.name}' (Quantizer): {size} {name} values for "
                                  f"{channels} channels (expected 1 or {channels})")
-        params.append(per_channel(attrs[name], channels, np.float64 if name == "scale" else np.int64))
+        # a float32 quantizer multiplies by its scale rounded to float32 (the kernel's dtype)
+        dtype = (np.float32 if attrs.get("float32") else np.float64) if name == "scale" else np.int64
+        params.append(per_channel(attrs[name], channels, dtype))
     if len(params) == 2 and params[0].size and int(np.abs(params[0]).max()) >= 1 << 31:
         # the kernels form acc * multiplier exactly for |multiplier| < 2^31 (a Q31 mantissa)
         raise ExecutionError(f"node '{node.name}' (Quantizer): fixed-point multiplier "

@@ -33,7 +33,10 @@ def _quantizer(self, node, x):
     if node.attrs.get("mode", "float") == "float":
         view, (multiplier,), mode, bounds = quantizer_args(node, np.asarray(x, np.float64))
         out = np.empty(view.shape, np.float64)
-        _requant_float_exact(view, multiplier, mode, bounds, out)
+        if node.attrs.get("float32"):  # float32 multiplier and product (compat="aidge")
+            kernels.requant_float32_ref(view, multiplier, mode, bounds, out)
+        else:
+            _requant_float_exact(view, multiplier, mode, bounds, out)
     else:
         view, (multiplier, shift), mode, bounds = quantizer_args(node, x.astype(np.int64))
         out = np.empty(view.shape, np.float64)

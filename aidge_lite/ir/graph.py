@@ -27,8 +27,13 @@ class Graph:
         self.meta: dict = {}
 
     # ----------------------------------------------------------------- reading
-    def __contains__(self, name: str) -> bool:
-        return name in self._g
+    def __contains__(self, name: str | Node) -> bool:
+        if isinstance(name, Node):
+            return name.name in self._g and self._g.nodes[name.name]["node"] is name
+        try:
+            return name in self._g
+        except TypeError:  # unhashable: not a name
+            return False
 
     def __len__(self) -> int:
         return self._g.number_of_nodes()
@@ -36,7 +41,12 @@ class Graph:
     def __iter__(self) -> Iterator[Node]:
         return iter(self.topo_order())
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str | Node) -> Node:
+        """The `Node` named `name`; a `Node` (e.g. from `topo_order()`) stands for its name."""
+        if isinstance(name, Node):
+            name = name.name
+        if not isinstance(name, str):
+            raise GraphError(f"node(): expected a node name (str) or a Node, got {type(name).__name__} {name!r}")
         try:
             return self._g.nodes[name]["node"]
         except KeyError:
@@ -47,6 +57,8 @@ class Graph:
         return self.topo_order()
 
     def topo_order(self) -> list[Node]:
+        """Every node (`Node` objects, not names: use ``node.name``), inputs before their
+        readers; ties broken by name, so the order is deterministic."""
         try:
             names = nx.lexicographical_topological_sort(self._g)
             return [self._g.nodes[n]["node"] for n in names]

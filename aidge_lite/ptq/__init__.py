@@ -16,7 +16,7 @@ from .clipping import optimize_clipping
 from .compute_signs import compute_signs
 from .cross_layer_equalization import cross_layer_equalization
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
-from .config import PassReport, PTQConfig
+from .config import AIDGE_TARGET, PassReport, PTQConfig
 from .finalize import finalize
 from .insert_scaling import insert_scaling
 from .normalize_activations import normalize_activations
@@ -57,18 +57,47 @@ def run_pipeline(graph: Graph, cfg: PTQConfig, passes=PIPELINE) -> list[PassRepo
     return reports
 
 
+# Option presets of `quantize_network(..., preset=...)`; an option passed explicitly wins.
+# "best": the most accurate set on the zoo below 8 bits (bench/results/accuracy_preset.md).
+PRESETS = {
+    "default": {"clipping": "max", "cle": False, "optimize_signs": False, "single_shift": False,
+                "per_channel": False, "bias_correction": False},
+    "best": {"clipping": "mse", "cle": False, "optimize_signs": True, "single_shift": False,
+             "per_channel": True, "bias_correction": True},
+}
+
+
+def preset_options(preset: str | None = None, **explicit) -> dict:
+    """The six PTQ options of `preset` ("default" or "best"), overridden by the non-None `explicit` ones."""
+    name = "default" if preset is None else preset
+    if not isinstance(name, str) or name not in PRESETS:
+        raise QuantizationError(f"preset must be one of {tuple(PRESETS)} or None, got {preset!r}")
+    unknown = sorted(set(explicit) - set(PRESETS["default"]))
+    if unknown:
+        raise QuantizationError(f"preset_options: unknown option(s) {unknown}")
+    options = dict(PRESETS[name])
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        if key != "clipping" and not isinstance(value, (bool, np.bool_)):
+            raise QuantizationError(f"{key} must be True or False, got {value!r}")
+        options[key] = value if key == "clipping" else bool(value)
+    return options
+
+
 def quantize_network(
     graph: Graph,
     calibration,
     *,
     nb_bits: int = 8,
+    preset: str | None = None,
     no_quant: bool = False,
-    clipping: str = "max",
-    cle: bool = False,
-    optimize_signs: bool = False,
-    single_shift: bool = False,
-    per_channel: bool = False,
-    bias_correction: bool = False,
+    clipping: str | None = None,
+    cle: bool | None = None,
+    optimize_signs: bool | None = None,
+    single_shift: bool | None = None,
+    per_channel: bool | None = None,
+    bias_correction: bool | None = None,
     target: Target | None = None,
     compat: str | None = None,
     spec: str | None = None,
@@ -78,11 +107,28 @@ def quantize_network(
 
     `calibration` is an array (N, ...), a list of arrays, an iterable of batches
     or a callable returning an iterator of batches (for large sets).
-    `bias_correction=True` reads it again, once per Conv/Gemm (see `ptq/bias_correction.py`).
+    `preset="best"`: MSE clipping, unsigned ranges after ReLU, per-channel weights
+    and bias correction (`PRESETS["best"]`); None or "default": max clipping, every
+    option off. An option passed explicitly overrides the preset's; one left None
+    takes the preset's value.
+    `bias_correction=True` reads the calibration again, once per Conv/Gemm (see `ptq/bias_correction.py`).
     `spec="tflite"` quantizes to TFLite's int8 spec instead (asymmetric activations with
     zero points, per-channel symmetric weights, gemmlowp rescale: see `ptq/tflite_spec.py`);
     it takes only `cle` among the options.
+    `compat="aidge"` reproduces Aidge 0.3.1's PTQ (bench/results/aidge_compat.md): its
+    clipping formulas, its signed and never-clipped input, CLE on by default, and with
+    no `target` its arithmetic: round half to even, rescale by a float32 multiplier
+    with a float32 product.
     """
+    if spec is not None and preset is not None:
+        raise QuantizationError(f"preset={preset!r} and spec={spec!r} exclude each other: a spec fixes the options")
+    if compat == "aidge" and cle is None:
+        cle = True  # Aidge 0.3.1 always equalizes (and skips graphs that branch)
+    opts = preset_options(preset, clipping=clipping, cle=cle, optimize_signs=optimize_signs,
+                          single_shift=single_shift, per_channel=per_channel,
+                          bias_correction=bias_correction)
+    clipping, cle, optimize_signs = opts["clipping"], opts["cle"], opts["optimize_signs"]
+    single_shift, per_channel, bias_correction = opts["single_shift"], opts["per_channel"], opts["bias_correction"]
     passes = PIPELINE
     if spec is not None:
         passes = _spec_pipeline(spec, nb_bits=nb_bits, no_quant=no_quant, clipping=clipping,
@@ -92,7 +138,8 @@ def quantize_network(
     cfg = PTQConfig(
         calibration=CalibrationSet(calibration, batch_size), nb_bits=nb_bits, no_quant=no_quant,
         clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
-        per_channel=per_channel, bias_correction=bias_correction, target=target or Target(),
+        per_channel=per_channel, bias_correction=bias_correction,
+        target=target or (AIDGE_TARGET if compat == "aidge" else Target()),
         compat=compat,
     )
     qgraph = graph.copy()
@@ -101,7 +148,7 @@ def quantize_network(
     qgraph.meta["options"] = {
         "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
         "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
-        "bias_correction": bias_correction, "compat": compat, "spec": spec,
+        "bias_correction": bias_correction, "compat": compat, "spec": spec, "preset": preset,
     }
     return qgraph
 
@@ -143,4 +190,4 @@ def dequantize(qgraph: Graph, outputs: dict) -> dict:
     return result
 
 
-__all__ = ["PIPELINE", "quantize_network", "dequantize", "run_pipeline", "PTQConfig", "PassReport"]
+__all__ = ["PIPELINE", "PRESETS", "preset_options", "quantize_network", "dequantize", "run_pipeline", "PTQConfig", "PassReport"]

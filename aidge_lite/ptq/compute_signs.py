@@ -15,6 +15,10 @@ operand rescalers disagree makes them all signed. That is where the reference
 library goes wrong: it marks a mixed-sign Add unsigned and loses every
 negative value (48-52 % relative error on a residual block, aidge-ptq.md §4.5).
 
+compat "aidge" keeps the input quantizer signed: the reference treats the
+network input as signed in +-1 (its caller feeds x * (2^(n-1) - 1)), so the
+first layer's input level is 2^(n-1) - 1 even for non-negative pixels.
+
 Requires: `calibrate` (input min). Ensures: every rescaling node has
 `meta["signed"]`; without `optimize_signs` all are signed.
 """
@@ -53,7 +57,9 @@ def compute_signs(graph: Graph, cfg: PTQConfig) -> PassReport:
         return PassReport("compute_signs", False, {})
     non_negative = sign_map(graph)
     for node in rescalers:
-        node.meta[META_SIGNED] = not non_negative[node.name]
+        # compat "aidge": the reference's input is signed in +-1, whatever the data
+        input_signed = cfg.compat == "aidge" and node.attrs.get("role") == "input"
+        node.meta[META_SIGNED] = input_signed or not non_negative[node.name]
     forced = _align_join_levels(graph)
     unsigned = [n.name for n in rescalers if not n.meta[META_SIGNED]]
     return PassReport("compute_signs", bool(unsigned), {"unsigned": unsigned, "forced_signed": forced})

@@ -9,6 +9,9 @@ from ..target import Target
 from .calibration_data import CalibrationSet
 
 CLIPPINGS = ("max", "mse", "aa", "kl")
+# compat="aidge"'s target when none is given: the reference's Round (aidge_core 0.5.0) rounds
+# half to even; its rescale is a float multiply (in float32: `quantize` marks the quantizers).
+AIDGE_TARGET = Target(rounding="half_even")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Add(bias) are fused; constant sub-graphs (Reshape/Transpose of initializers)
 are folded; Identity, Dropout, no-op Flatten and a final Softmax are removed.
 Every remaining op is one the quantizer knows; anything else is refused with a
 `QuantizationError` naming the node (the reference library needs this pass to
-quantize mnist-8 at all).
+quantize mnist-8 at all). With `compat="aidge"` every float constant is first
+cast to float64, as the reference casts its graph before its PTQ.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
     notes = report.notes
     graph.meta.setdefault("float_outputs", list(graph.outputs))
     infer_shapes(graph)  # the rewrites below read shapes; hand-built graphs may lack them
+    if cfg.compat == "aidge":
+        notes["float64_constants"] = _float64_constants(graph)
     notes["folded_constants"] = _fold_constants(graph)
     notes["popped_softmax"] = _pop_final_softmax(graph)
     notes["removed_noops"] = _remove_noops(graph)
@@ -50,6 +53,19 @@ def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
     _check_quantizable(graph)
     report.modified = any(bool(v) for v in notes.values())
     return report
+
+
+def _float64_constants(graph) -> list[str]:
+    """compat "aidge": the reference casts the whole graph to float64 before its PTQ
+    (setupDataType), so BatchNorm folding and CLE never round weights back to float32
+    (which moved calibrated ranges by ~1e-7: enough to flip a float32 rescale)."""
+    cast = []
+    for node in graph.topo_order():
+        if node.op is OpType.CONSTANT and graph.constant(node.name).dtype.kind == "f" \
+                and graph.constant(node.name).dtype != np.float64:
+            graph.set_constant(node.name, graph.constant(node.name).astype(np.float64))
+            cast.append(node.name)
+    return cast
 
 
 def _ops(graph, op):
@@ -180,9 +196,16 @@ def _fuse_bias_add(graph, affine) -> str | None:
         return None
     b_name = affine.inputs[2]
     graph.set_constant(b_name, graph.constant(b_name) + vector.astype(graph.constant(b_name).dtype))
+    _record_fused(affine, add)
     graph.replace_uses(add.name, affine.name)
     graph.remove(add.name)
     return add.name
+
+
+def _record_fused(affine, folded) -> None:
+    """meta["fused"]: the ONNX nodes folded into `affine`; meta["onnx_output"]: the tensor it now computes."""
+    affine.meta["fused"] = list(affine.meta.get("fused", [])) + [folded.meta.get("onnx_name") or folded.name]
+    affine.meta["onnx_output"] = folded.meta.get("onnx_output", folded.name)
 
 
 def _fold_batchnorm(graph, bn) -> str:
@@ -198,6 +221,7 @@ def _fold_batchnorm(graph, bn) -> str:
     shape = (-1,) + (1,) * (weight.ndim - 1)
     graph.set_constant(w_name, (weight * factor.reshape(shape)).astype(weight.dtype))
     graph.set_constant(b_name, ((bias - mean) * factor + beta).astype(bias.dtype))
+    _record_fused(source, bn)
     graph.replace_uses(bn.name, source.name)
     graph.remove(bn.name)
     return bn.name

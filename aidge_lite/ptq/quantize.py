@@ -7,7 +7,10 @@ s <- s * Sa(out) / (Sa(in) * Sw) after an affine node, s * Sa(out) / Sa(in)
 after a residual or joining node. Every SCALING node becomes a QUANTIZER:
 rescale, round (the target's rule, half away from zero by default — never
 NumPy's silent half-to-even), clip to [-2^(n-1), 2^(n-1)-1] or [0, 2^n-1].
-The input's scaling node becomes the explicit input quantizer. Average pools
+The input's scaling node becomes the explicit input quantizer (float64 product).
+compat "aidge" marks the other float quantizers `float32=True`: the scale is
+rounded to float32 and the product computed in float32, as the reference's
+float32 Mul does (its float64 scale is cast to float32 after PTQ). Average pools
 become integer pools (exact sum, rounded division). `no_quant` keeps every
 scale but skips rounding and clipping (a check of the scale bookkeeping).
 
@@ -21,10 +24,11 @@ import numpy as np
 
 from aidge_lite.kernels.rounding import ROUNDING_NAMES, round_float_ref
 
-from ..ir import AFFINE, JOINING, Graph, OpType
+from ..errors import QuantizationError
+from ..ir import AFFINE, JOINING, SEAMLESS, Graph, OpType
 from ..ir.node import META_SIGNED
 from .config import PassReport, PTQConfig
-from .rescale import effective_multiplier, encode_rescale
+from .rescale import GEMMLOWP_DTYPES, effective_multiplier, encode_rescale
 from .walk import RESCALING, propagate
 
 
@@ -96,7 +100,28 @@ def _to_quantizer(graph, node, cfg):
         signed=signed,
     )
     from_float = graph.node(node.inputs[0]).op is OpType.INPUT
-    node.attrs.update(encode_rescale(node.attrs["scale"], "float" if from_float else cfg.target.rescale))
+    mode = "float" if from_float else cfg.target.rescale
+    if mode == "gemmlowp":
+        check_gemmlowp_quantizer(node, cfg)
+    node.attrs.update(encode_rescale(node.attrs["scale"], mode, node.name))
+    if cfg.compat == "aidge" and mode == "float" and not from_float:
+        # the reference's quantizer multiplies float32 tensors: float32 scale, float32 product
+        node.attrs["float32"] = True
+
+
+def check_gemmlowp_quantizer(node, cfg):
+    """What a gemmlowp quantizer needs beyond an encodable multiplier: TFLite rescales
+    int32 accumulators (so the target's must be 32 bits or narrower) into int8, uint8 or
+    int16 (no uint16 output)."""
+    if cfg.target.acc_bits > 32:
+        raise QuantizationError(
+            f"node '{node.name}': the gemmlowp rescale takes int32 accumulators (TFLite's), "
+            f"but the target has acc_bits={cfg.target.acc_bits}; use acc_bits <= 32")
+    if node.attrs["dtype"] not in GEMMLOWP_DTYPES:
+        raise QuantizationError(
+            f"node '{node.name}': the gemmlowp rescale writes {'/'.join(GEMMLOWP_DTYPES)}, not "
+            f"{node.attrs['dtype']} (an unsigned {cfg.nb_bits}-bit activation); quantize with "
+            "nb_bits <= 8 or another rescale")
 
 
 def output_scales(graph: Graph) -> dict[str, object]:
@@ -119,3 +144,50 @@ def _collapse(factor) -> float:
     """A rescaler's output has one scale by design; per-channel multipliers that
     approximate it (fixed point, shifts) differ only by their rounding."""
     return float(np.median(np.ravel(factor)))
+
+
+_BOUND_PRESERVING = (frozenset(SEAMLESS) - {OpType.LEAKY_RELU}) | {OpType.CONCAT}
+
+
+def check_gemmlowp_headroom(graph: Graph, cfg: PTQConfig) -> None:
+    """Refuse a gemmlowp quantizer whose left shift (a real multiplier >= 1) can push its
+    input out of int32: TFLite computes acc * 2^shift in int32 (overflow is undefined
+    behaviour there; both engines would raise at run time). Worst-case |input| bounds are
+    propagated exactly from the integer graph: a quantizer's clip, sum |W| * bound + |b|
+    for Conv/Gemm, sums for Add/Sub, the operands' bound through seamless ops and Concat,
+    and the target's accumulator range for anything else (it caps every bound)."""
+    limit = 1 << (cfg.target.acc_bits - 1)
+
+    def rule(node, bounds):
+        if node.op is OpType.INPUT:
+            return None  # float
+        if node.op is OpType.QUANTIZER:
+            _check_left_shift(node, bounds[0] if bounds else None)
+            return max(abs(int(node.attrs["lo"])), abs(int(node.attrs["hi"])))
+        if None in bounds:
+            return limit
+        if node.op in AFFINE:
+            w = graph.constant(node.inputs[1])
+            b = np.abs(np.ravel(graph.constant(node.inputs[2])).astype(np.int64))
+            rows = np.abs(w.reshape(w.shape[0], -1).astype(np.int64)).sum(axis=1)
+            b = np.broadcast_to(b, rows.shape) if b.size == 1 else b
+            worst = max((int(r) * bounds[0] + int(c) for r, c in zip(rows, b)), default=0)
+            return min(worst, limit)
+        if node.op in (OpType.ADD, OpType.SUB):
+            return min(sum(bounds), limit)
+        if node.op in _BOUND_PRESERVING and bounds:
+            return max(bounds)
+        return limit
+
+    propagate(graph, rule)
+
+
+def _check_left_shift(node, bound):
+    if node.attrs.get("mode") != "gemmlowp" or bound is None:
+        return
+    left = max(max(node.attrs["shift"]), 0) + int(node.attrs.get("pre_shift", 0))
+    if left and bound > ((1 << 31) - 1) >> left:
+        raise QuantizationError(
+            f"node '{node.name}': the gemmlowp rescale shifts its input left by {left} bits "
+            f"(multiplier >= 1), but that input can reach |{bound}| (worst case), beyond "
+            f"int32 once shifted (TFLite computes it in int32)")

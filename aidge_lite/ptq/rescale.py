@@ -7,7 +7,12 @@
   `single_shift` pass compensates instead).
 - "double_shift": N2D2's (1 + 2^-a) * 2^-b, i.e. multiplier 2^a + 1 and shift
   a + b, the best pair over a in 1..8 (or a plain shift when that is closer).
-All integer modes evaluate round(acc * multiplier / 2^shift) with one rounding.
+These three ("int" quantizers) evaluate round(acc * multiplier / 2^shift) with one rounding.
+- "gemmlowp": TFLite's own form and arithmetic (a "gemmlowp" quantizer):
+  s ~= M * 2^(shift - 31) with M in [2^30, 2^31) and a *signed* shift (positive =
+  left, TFLite's convention) from `kernels.gemmlowp.quantize_multiplier`, applied
+  with TFLite's double rounding (SaturatingRoundingDoublingHighMul, then
+  RoundingDivideByPOT) on int32 accumulators; the quantizer's `rounding` is not used.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import math
 
 import numpy as np
 
+from aidge_lite.kernels.gemmlowp import quantize_multiplier as tflite_quantize_multiplier
 from aidge_lite.kernels.requant import quantize_multiplier
 
 from ..errors import QuantizationError
@@ -42,10 +48,14 @@ def double_shift(scale: float) -> tuple[int, int]:
     return best[0], best[1]
 
 
-def encode_rescale(scale, mode: str) -> dict:
+def encode_rescale(scale, mode: str, node: str = "?") -> dict:
+    """The QUANTIZER attrs (mode and its parameters) encoding `scale` in `mode`;
+    `node` names the quantizer in errors."""
     scales = np.atleast_1d(np.asarray(scale, dtype=np.float64))
     if mode == "float":
         return {"mode": "float"}
+    if mode == "gemmlowp":
+        return gemmlowp_rescale(scales, node)
     if mode == "fixed_point":
         pairs = [quantize_multiplier(float(s)) for s in scales]
     elif mode == "shift":
@@ -75,6 +85,39 @@ def int_rescale(multipliers, shifts) -> dict:
     return {"mode": "int", "multiplier": multipliers, "shift": shifts}
 
 
+GEMMLOWP_MAX_SHIFT = 30  # TFLite: a left shift of at most 30 (real < 2^30)
+GEMMLOWP_DTYPES = ("int8", "uint8", "int16")  # outputs requant_gemmlowp writes (uint16: none)
+
+
+def gemmlowp_rescale(scales, node: str = "?") -> dict:
+    """The attrs of a "gemmlowp" quantizer for real multipliers `scales` (one, or one per
+    channel of axis 1: NCHW conv outputs and (N, C) Gemm outputs alike): TFLite's
+    `QuantizeMultiplier` of each as exact Python ints (Q31 `multiplier`, signed `shift`),
+    no zero points (our activations are symmetric) and no pre-shift.
+
+    Refuses (QuantizationError naming `node`) a multiplier TFLite cannot represent:
+    non-finite or negative, or 2^30 or more (its shift would exceed 30: the Q31 value
+    would need 2^31 or more). A multiplier below ~2^-32 becomes (0, 0), as in TFLite:
+    every int32 accumulator then rounds to 0."""
+    multipliers, shifts = [], []
+    for s in np.atleast_1d(np.asarray(scales, dtype=np.float64)).ravel():
+        try:
+            m, shift = tflite_quantize_multiplier(float(s))
+        except ValueError as exc:
+            raise QuantizationError(f"node '{node}': cannot encode rescale {float(s)!r} for "
+                                    f"gemmlowp: {exc}") from None
+        if shift > GEMMLOWP_MAX_SHIFT:
+            raise QuantizationError(
+                f"node '{node}': rescale {float(s)!r} needs a left shift of {shift} > "
+                f"{GEMMLOWP_MAX_SHIFT}: gemmlowp cannot represent a multiplier of 2^30 or more "
+                f"(its Q31 form would need 2^31 or more)")
+        multipliers.append(int(m))
+        shifts.append(int(shift))
+    # no zero_point / input_zero_point / pre_shift keys: 0 by default, and their presence
+    # marks a zero-point (TFLite-spec) quantizer elsewhere (graph_text, report_zp)
+    return {"mode": "gemmlowp", "multiplier": multipliers, "shift": shifts, "axis": 1}
+
+
 def _shift_right_rounded(value: int, bits: int) -> int:
     """round(value / 2^bits), half away from zero, in Python ints (exact)."""
     magnitude = (abs(value) + (1 << (bits - 1))) >> bits
@@ -82,7 +125,12 @@ def _shift_right_rounded(value: int, bits: int) -> int:
 
 
 def effective_multiplier(attrs: dict):
-    """The real multiplier a quantizer applies: `scale`, or multiplier / 2^shift."""
-    if attrs.get("mode", "float") != "int":
+    """The real multiplier a quantizer applies: `scale`, multiplier / 2^shift ("int"),
+    or multiplier * 2^(shift - 31) ("gemmlowp", TFLite's convention; exact in float64)."""
+    mode = attrs.get("mode", "float")
+    if mode == "gemmlowp":
+        return (np.asarray(attrs["multiplier"], dtype=np.float64)
+                * np.exp2(np.asarray(attrs["shift"], dtype=np.float64) - 31))
+    if mode != "int":
         return np.asarray(attrs["scale"], dtype=np.float64)
-    return attrs["multiplier"] / np.exp2(attrs["shift"].astype(np.float64))
+    return attrs["multiplier"] / np.exp2(np.asarray(attrs["shift"]).astype(np.float64))

@@ -11,6 +11,11 @@ computes round(x * m / 2^(n-1-k)) — one integer multiply and one shift, with a
 single rounding where the reference library rounds twice. The shift rounds
 with the target's rule (floor = a bare arithmetic shift).
 
+With the "gemmlowp" rescale (profile "tflite") each quantizer keeps TFLite's
+form: the real multiplier 2^k or m / 2^(n-1-k) (both exact in a Q31 multiplier
+and a signed shift) is applied with TFLite's double rounding, like every other
+gemmlowp quantizer.
+
 Requires: `quantize` (integer weights). The input quantizer (float in) keeps
 its float multiplier: it is the boundary with the float world.
 """
@@ -21,7 +26,7 @@ import numpy as np
 from ..ir import AFFINE, Graph, OpType
 from .config import PassReport, PTQConfig
 from .quantize import round_half_away
-from .rescale import int_rescale, power_of_two
+from .rescale import gemmlowp_rescale, int_rescale, power_of_two
 
 
 def single_shift(graph: Graph, cfg: PTQConfig) -> PassReport:
@@ -37,14 +42,22 @@ def single_shift(graph: Graph, cfg: PTQConfig) -> PassReport:
         parent = graph.node(node.inputs[0])
         if parent.op in AFFINE and len(graph.consumers(parent.name)) == 1:
             _fold_into_weights(graph, parent, ratios)
-            node.attrs.update(int_rescale(np.ones_like(exponents), -exponents))
+            node.attrs.update(_rescale(cfg, node, np.ones_like(exponents), -exponents))
             shifted.append(node.name)
         else:
             half = 1 << (cfg.nb_bits - 1)
             multipliers = round_half_away(ratios * half).astype(np.int64)
-            node.attrs.update(int_rescale(multipliers, (cfg.nb_bits - 1) - exponents))
+            node.attrs.update(_rescale(cfg, node, multipliers, (cfg.nb_bits - 1) - exponents))
             compensated.append(node.name)
     return PassReport("single_shift", True, {"shifted": shifted, "compensated": compensated})
+
+
+def _rescale(cfg, node, multipliers, shifts) -> dict:
+    """The quantizer attrs of multiplier / 2^shift per channel, in the target's form."""
+    if cfg.target.rescale == "gemmlowp":  # m / 2^s (m < 2^15) is exact in float64 and in Q31
+        return gemmlowp_rescale([float(m) * 2.0 ** -int(s) for m, s in zip(multipliers, shifts)],
+                                node.name)
+    return int_rescale(multipliers, shifts)
 
 
 def _fold_into_weights(graph, affine, ratios):

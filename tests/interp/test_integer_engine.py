@@ -129,6 +129,8 @@ def test_every_tensor_bit_exact_per_rounding_and_rescale(float_net, rounding, re
     dict(nb_bits=12, optimize_signs=True),
     dict(nb_bits=2),
     dict(cle=True),
+    dict(compat="aidge"),  # float32 quantizers (never fused), half-even rounding
+    dict(compat="aidge", nb_bits=5, clipping="kl", optimize_signs=True),
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_bit_exact_with_ptq_options(float_net, options):
     q = aidge_lite.quantize_network(float_net, CALIB, **options)
@@ -141,6 +143,38 @@ def test_mlp_bit_exact_with_unsigned_input():
     input_quantizer = q.consumers(q.inputs[0])[0]
     assert input_quantizer.attrs["dtype"] == "uint8"  # calibration >= 0: unsigned levels
     _assert_bit_exact(q, MLP_X)
+
+
+def _tie_net(float32: bool):
+    """x -> input quantizer (scale 1) -> Gemm (w 100, b 3219) -> quantizer (scale
+    0.0026126066): x = 119 gives the accumulator 15119, whose float32 product is the tie
+    39.5 (float64: 39.4999992)."""
+    g = Graph("tie")
+    g.add(Node("x", OpType.INPUT, attrs={"shape": [None, 1], "dtype": "float32"}))
+    g.add_constant("w", np.ones((1, 1), np.float32))
+    g.add_constant("b", np.zeros(1, np.float32))
+    g.add(Node("fc", OpType.GEMM, ["x", "w", "b"], {"transB": 1}))
+    g.outputs = ["fc"]
+    q = aidge_lite.quantize_network(g, np.ones((2, 1), np.float32), compat="aidge")
+    q.set_constant(_node_of(q, OpType.GEMM).inputs[1], np.array([[100]], np.int8))
+    q.set_constant(_node_of(q, OpType.GEMM).inputs[2], np.array([3219], np.int32))
+    quantizers = [n for n in q.topo_order() if n.op is OpType.QUANTIZER]
+    assert [n.attrs.get("float32", False) for n in quantizers] == [False, True]
+    quantizers[0].attrs["scale"] = 1.0
+    quantizers[1].attrs["scale"] = 0.0026126066
+    if not float32:
+        del quantizers[1].attrs["float32"]
+    return q, _node_of(q, OpType.GEMM).name, quantizers[1].name
+
+
+@pytest.mark.parametrize("float32, expected", [(True, 40), (False, 39)])
+def test_float32_quantizer_rounds_the_float32_product(float32, expected):
+    """compat="aidge" quantizers multiply in float32 as Aidge 0.3.1 does: 15119 x
+    float32(0.0026126066) = 39.5 -> 40 (half to even); the float64 product gives 39."""
+    q, acc, out = _tie_net(float32)
+    run = _assert_bit_exact(q, np.array([[119.0]], np.float32))
+    assert run.reference[acc].ravel().tolist() == [15119]
+    assert run.reference[out].ravel().tolist() == [expected]
 
 
 def test_integer_engine_computes_in_integer_dtypes(qnet):

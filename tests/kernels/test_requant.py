@@ -8,10 +8,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from aidge_lite.kernels import (quantize_multiplier, requant_float, requant_float_ref, requant_int,
-                     requant_int_ref)
+from aidge_lite.kernels import (quantize_multiplier, requant_float, requant_float32,
+                               requant_float32_ref, requant_float_ref, requant_int, requant_int_ref)
 from tests.kernels.test_rounding import MODES, round_fraction
-from tests.strategies import INT64_MAX, INT64_MIN, requant_float_cases, requant_int_cases
+from tests.strategies import (INT64_MAX, INT64_MIN, requant_float32_cases, requant_float_cases,
+                              requant_int_cases)
 
 I32_MIN, I32_MAX = -(2 ** 31), 2 ** 31 - 1
 INT8 = np.array([-128, 127], np.int64)
@@ -63,6 +64,67 @@ def test_requant_float_is_the_plain_float64_product():
     m = np.array([0.1])
     out = requant_float(acc, m, 2, FULL64, np.empty(acc.shape, np.int64))
     np.testing.assert_array_equal(out, np.rint(acc.astype(np.float64) * 0.1).astype(np.int64))
+
+
+# --- float32 multiplier, float32 product (compat="aidge") ------------------
+
+def float32_oracle(acc, multiplier, mode, bounds):
+    """Exact: float32(acc) and the float32 product from Fractions, then `round_fraction`."""
+    lo, hi = int(bounds[0]), int(bounds[1])
+    res = np.empty(acc.shape, object)
+    for (n, c, s), a in np.ndenumerate(acc):
+        exact = Fraction(float(np.float32(a))) * Fraction(float(multiplier[c]))
+        product = Fraction(float(np.float32(float(exact))))  # float(exact) is exact: 48 bits
+        res[n, c, s] = min(max(round_fraction(product, mode), lo), hi)
+    return res
+
+
+@given(args=requant_float32_cases())
+@example(args=(acc3([15119, -15119, 15121, -15121]), np.array([0.0026126066], np.float32), 2, INT8,
+               np.empty((1, 1, 4), np.int8)))
+@example(args=(acc3([2 ** 24 + 1, 2 ** 24 + 3, -(2 ** 24) - 1]), np.array([1.0], np.float32), 0,
+               FULL64 >> 10, np.empty((1, 1, 3), np.int64)))
+@example(args=(acc3([2 ** 62, -(2 ** 62), INT64_MAX, 7]), np.array([4.0], np.float32), 0, FULL64,
+               np.empty((1, 1, 4), np.int64)))  # products past int64 clip, never wrap
+@example(args=(np.zeros((2, 0, 3), np.int64), np.zeros(0, np.float32), 0, INT8, np.empty((2, 0, 3), np.int8)))
+def test_requant_float32_matches_ref_and_oracle(args):
+    got = run_both(requant_float32, requant_float32_ref, *args)
+    acc, multiplier, mode, bounds, _ = args
+    np.testing.assert_array_equal(got, float32_oracle(acc, multiplier, mode, bounds).astype(got.dtype))
+
+
+@pytest.mark.parametrize("mode, expected", [(0, [40, -40]), (1, [40, -39]), (2, [40, -40]),
+                                            (3, [39, -40])])
+def test_requant_float32_rounds_the_float32_product(mode, expected):
+    """Aidge's case: 15119 x float32(0.0026126066) is 39.5 in float32 (float64: 39.4999995),
+    so each mode rounds a tie; requant_float (float64) sees 39.4999995 and never does."""
+    acc, m = acc3([15119, -15119]), np.array([0.0026126066], np.float32)
+    got = run_both(requant_float32, requant_float32_ref, acc, m, mode, INT8, np.empty(acc.shape, np.int8))
+    assert got.ravel().tolist() == expected
+    f64 = requant_float(acc, m.astype(np.float64), mode, INT8, np.empty(acc.shape, np.int8))
+    assert f64.ravel().tolist() == ([39, -39] if mode in (0, 1, 2) else [39, -40])
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+def test_requant_float32_ties_match_ref(mode):
+    """Products in [2^22, 2^23): float32 steps of 1/2, every other one a tie."""
+    rng = np.random.default_rng(mode)
+    acc = rng.integers(-(2 ** 24), 2 ** 24, (2, 3, 64), dtype=np.int64)
+    m = np.array([0.75, 0.5000001, 0.99999994], np.float32)
+    ref = requant_float32_ref(acc, m, mode, FULL64 >> 10, np.empty(acc.shape, np.int64))
+    product = acc.astype(np.float32) * m[None, :, None]
+    assert np.mean(product % 1 == 0.5) > 0.1  # the case is about ties
+    np.testing.assert_array_equal(requant_float32(acc, m, mode, FULL64 >> 10, np.empty(acc.shape, np.int64)), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.float64])
+def test_requant_float32_takes_narrow_and_float_accumulators(dtype):
+    """A Concat join feeds int8/16 as is; an input quantizer feeds float64 integers."""
+    acc = np.arange(0, 120, dtype=np.int64).reshape(1, 2, 60).astype(dtype)
+    m = np.array([0.5, 1.0 / 3.0], np.float32)
+    for mode in MODES:
+        got = run_both(requant_float32, requant_float32_ref, acc, m, mode, INT8, np.empty(acc.shape, np.int8))
+        np.testing.assert_array_equal(got, float32_oracle(acc.astype(np.int64), m, mode, INT8).astype(np.int8))
 
 
 # --- integer multiplier + shift ---------------------------------------------

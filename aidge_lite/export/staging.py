@@ -1,0 +1,43 @@
+"""Write a folder all at once: into a temporary sibling, renamed into place at the end."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import AidgeLiteError
+
+
+class ExportError(AidgeLiteError):
+    """The export cannot write its output folder (it exists and holds other files, ...)."""
+
+
+def check_target_folder(out) -> Path:
+    """`out` as a Path; refused if it exists and is not an empty directory."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"output '{out}' exists and is not a directory")
+        if any(out.iterdir()):
+            raise ExportError(f"output folder '{out}' exists and is not empty: give a new or "
+                              "empty folder (nothing was written)")
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(out):
+    """Yield a temporary folder next to `out`; on success it becomes `out`, on any
+    error it is removed and `out` is left untouched."""
+    out = check_target_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        check_target_folder(out)  # nobody filled it meanwhile
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
