@@ -310,6 +310,7 @@ def cmd_quantize(args) -> int:
 
     out = _output_dir(args.output)
     target, args.target = quantize_target(args)  # args.target: the label printed and reported
+    print(f"loading {args.model} and {args.data or 'its data set'} ...", flush=True)
     graph, zoo_model, data = _load_inputs(args)
     if graph.meta.get("quantized"):
         raise UsageError(f"{args.model}: already quantized; quantize a float model (.onnx or zoo name)")

@@ -60,12 +60,18 @@ def input_range_problems(graph: Graph, x, *, calibration=None) -> list[str]:
     1 / `NARROW` of it (e.g. [0, 1] data on a model calibrated on 0..255: few
     quantization levels left).
     """
+    if not isinstance(graph, Graph):
+        raise InputError(f"input_range_problems: graph must be a Graph, got {type(graph).__name__}")
     x = np.asarray(x)
-    if x.size == 0 or x.dtype.kind not in "biuf" or len(graph.inputs) != 1:
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"input_range_problems: x must be numeric, got dtype {x.dtype}")
+    if x.size == 0 or len(graph.inputs) != 1:
         return []
     if calibration is not None:
         calibration = np.asarray(calibration)
-        if calibration.size == 0 or calibration.dtype.kind not in "biuf":
+        if calibration.dtype.kind not in "biuf":
+            raise InputError(f"input_range_problems: calibration must be numeric, got dtype {calibration.dtype}")
+        if calibration.size == 0:
             return []
         ref_lo, ref_hi = float(calibration.min()), float(calibration.max())
         source = "the calibration data"
@@ -103,6 +109,13 @@ def warn_input_range(graph: Graph, x, *, calibration=None, stacklevel: int = 3) 
     return problems
 
 
+def _check_target(target) -> None:
+    from .target import Target
+
+    if target is not None and not isinstance(target, Target):
+        raise InputError(f"target must be an aidge_lite.Target or None, got {type(target).__name__} {target!r}")
+
+
 def _check_data(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[0] == 0:
@@ -120,6 +133,7 @@ def predict(graph: Graph, x, *, engine: str = "reference", batch_size: int = DEF
     range a quantized graph was calibrated on (`input_range_problems`).
     """
     x = _check_data(x)
+    _check_target(target)
     warn_input_range(graph, x)
     name = graph.outputs[0]
     quantized = bool(graph.meta.get("quantized"))
@@ -174,6 +188,7 @@ def compare_engines(qgraph: Graph, x, batch_size: int = DEFAULT_BATCH, *, progre
         raise InputError(f"graph '{qgraph.name}' is not an integer graph: compare_engines needs the "
                          "output of quantize_network(..., no_quant=False)")
     x = _check_data(x)
+    _check_target(target)
     warn_input_range(qgraph, x)
     first = qgraph.outputs[0]
     elements = mismatches = 0

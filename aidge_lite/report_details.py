@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .errors import InputError
 from .ir import AFFINE, Graph, OpType
 
 __all__ = ["onnx_keys", "real_scales", "weight_table", "accumulator_table", "AccumulatorObserver",
@@ -125,6 +126,9 @@ def _onnx_name(reference: Graph, name: str) -> str:
 # -------------------------------------------------------------- accumulators
 def signed_bits(lo: int, hi: int) -> int:
     """Smallest two's-complement width holding every integer in [lo, hi]."""
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (lo, hi)) or lo > hi:
+        raise InputError(f"signed_bits: lo and hi must be integers with lo <= hi, got {lo!r}, {hi!r}")
+
     def bits(v: int) -> int:
         return (v.bit_length() if v >= 0 else (-v - 1).bit_length()) + 1
 

@@ -24,6 +24,13 @@ __all__ = ["tensor_shapes", "tensor_dtypes", "shape_text"]
 ACCUMULATING = (OpType.CONV, OpType.GEMM, OpType.ADD, OpType.SUB)
 
 
+def _check_graph(graph, where: str) -> None:
+    from .errors import InputError
+
+    if not isinstance(graph, Graph):
+        raise InputError(f"{where}: graph must be an aidge_lite Graph, got {type(graph).__name__}")
+
+
 def _zeros(graph: Graph, batch: int) -> dict[str, np.ndarray]:
     feeds = {}
     for name in graph.inputs:
@@ -37,6 +44,7 @@ def _zeros(graph: Graph, batch: int) -> dict[str, np.ndarray]:
 
 def tensor_shapes(graph: Graph) -> dict[str, tuple]:
     """{tensor: shape with "N" for the batch dimension} (constants: their own shape)."""
+    _check_graph(graph, "tensor_shapes")
     from .interp.reference import ReferenceInterpreter
     from .interp.shapes import infer_shapes
 
@@ -82,6 +90,7 @@ def _onnx_dtypes(path) -> dict[str, str]:
 
 def tensor_dtypes(graph: Graph, onnx_path=None) -> dict[str, str]:
     """{tensor: dtype name} (see the module docstring)."""
+    _check_graph(graph, "tensor_dtypes")
     declared = {}
     if onnx_path is not None:
         try:

@@ -114,3 +114,19 @@ def test_zoo_models_take_raw_uint8_without_a_warning(capsys):
     pytest.importorskip("sklearn")
     assert cli.main(["eval", "digits_mlp", "--limit", "50"]) == 0
     assert "InputRangeWarning" not in capsys.readouterr().err
+
+
+def test_bad_arguments_name_the_argument():
+    from aidge_lite.errors import InputError
+
+    q = aidge_lite.quantize_network(mlp3(), np.ones((8, 3), np.float32), nb_bits=8)
+    with pytest.raises(InputError, match="graph must be a Graph"):
+        input_range_problems("model.onnx", np.ones((2, 3)))
+    with pytest.raises(InputError, match="x must be numeric"):
+        input_range_problems(q, np.array([["a", "b", "c"]]))
+    with pytest.raises(InputError, match="calibration must be numeric"):
+        input_range_problems(q, np.ones((2, 3)), calibration=np.array(["a"]))
+    with pytest.raises(InputError, match="target must be an aidge_lite.Target"):
+        predict(q, np.ones((2, 3), np.float32), target="tflite")
+    with pytest.raises(InputError, match="target must be an aidge_lite.Target"):
+        compare_engines(q, np.ones((2, 3), np.float32), target={"acc_bits": 16})

@@ -171,6 +171,14 @@ def test_signed_bits(lo, hi, bits):
     assert signed_bits(lo, hi) == bits
 
 
+@pytest.mark.parametrize("lo, hi", [(3, 2), (0.5, 1), (True, 3), ("0", 1)])
+def test_signed_bits_rejects_bad_bounds(lo, hi):
+    from aidge_lite.errors import InputError
+
+    with pytest.raises(InputError, match="signed_bits: lo and hi"):
+        signed_bits(lo, hi)
+
+
 def test_accumulator_range_and_bits(calib):
     g = one_gemm()
     q = aidge_lite.quantize_network(g, calib, nb_bits=8)

@@ -39,6 +39,15 @@ def test_info_of_an_integer_graph(tmp_path, capsys):
     assert shapes["x"] == ("N", 3) and shapes["fc3"] == ("N", 2)
 
 
+def test_tensor_info_rejects_a_non_graph():
+    from aidge_lite.errors import InputError
+
+    with pytest.raises(InputError, match="tensor_shapes: graph must be"):
+        tensor_shapes("lenet")
+    with pytest.raises(InputError, match="tensor_dtypes: graph must be"):
+        tensor_dtypes(None)
+
+
 def test_a_fixed_batch_graph_keeps_its_shapes():
     g = mlp3()
     g.node("x").attrs["shape"] = [1, 3]

@@ -45,7 +45,10 @@ def cmd_export_c(args) -> int:
     print(f"wrote {result.folder}: {result.summary()}")
     print(f"activation arena: {result.arena_bytes} bytes; weights and parameters: {result.weight_bytes} bytes")
     print(f"build: make -C {result.folder}  (debug dump of every layer: make -C {result.folder} debug)")
-    if result.uses_float:
+    if result.uses_float and graph.meta.get("source") == "tflite":
+        print("note: a rescale is one double multiply in C, as in LiteRT's reference kernels "
+              "(FULLY_CONNECTED's double-precision rescale)")
+    elif result.uses_float:
         print("note: the graph's Target rescales in float64 (rescale='float'): the C code does "
               "one double multiply per rescale; quantize with --target tflite for integer-only code")
     return 0
