@@ -306,10 +306,11 @@ def main(argv=None) -> int:
 
 
 NOTES = """\
-## What compat="aidge" needed, measured with this script
+## What compat="aidge" needed (steps 1-3 measured with this script)
 
 Before: the mode clipped the input quantizer (KL kept 4-9 % of the input range) and made it
-unsigned under optimize_signs; the same argmax as Aidge in 17 of 64 configurations (issue 16).
+unsigned under optimize_signs: the same argmax as Aidge in 17 of 64 configurations (as
+measured for issue 16).
 
 1. Input quantizer never clipped and always signed, rounding half to even (aidge_core's
    Round): same argmax in 64 of 64, identical logits in 60. The 4 others (mnist8 8 bits
