@@ -88,7 +88,7 @@ class _Notice:
             self.depth += 1
             self.current = name
             self.last_activity = now
-            if self.burst_start is None:
+            if self.burst_start is None or self.thread is None:  # no watcher: a new burst
                 self.burst_start, self.burst_count, self.announced, self.burst_names = now, 0, False, []
             if self.enabled and self.thread is None:
                 self.thread = threading.Thread(target=self._watch, name="aidge_lite-jit-notice", daemon=True)
@@ -111,6 +111,13 @@ class _Notice:
                     self.thread = None
                     return
                 elapsed = now - self.burst_start
+                # time spent compiling so far (a burst may end between two ticks)
+                busy = (now if self.depth else self.last_activity) - self.burst_start
+                if not self.announced and busy >= NOTICE_DELAY:
+                    self.announced, self.last_print = True, now
+                    _write(f"{_PREFIX}: compiling integer kernels with Numba (first run only, then cached; "
+                           "~1 min for a small CNN on 2 cores; `aidge-lite warmup` does it ahead of time) ...",
+                           self.stream)
                 if self.depth == 0 and now - self.last_activity >= NOTICE_IDLE:
                     if self.announced:
                         took = self.last_activity - self.burst_start
@@ -120,12 +127,7 @@ class _Notice:
                                f"{which} (cached on disk: later runs load them)", self.stream)
                     self.burst_start, self.thread = None, None
                     return
-                if not self.announced and elapsed >= NOTICE_DELAY:
-                    self.announced, self.last_print = True, now
-                    _write(f"{_PREFIX}: compiling integer kernels with Numba (first run only, then cached; "
-                           "~1 min for a small CNN on 2 cores; `aidge-lite warmup` does it ahead of time) ...",
-                           self.stream)
-                elif self.announced and now - self.last_print >= NOTICE_EVERY:
+                if self.announced and now - self.last_print >= NOTICE_EVERY:
                     self.last_print = now
                     _write(f"{_PREFIX}: ... still compiling: {elapsed:.0f} s, {self.burst_count} kernel "
                            f"signature(s) done, now {self.current}", self.stream)
