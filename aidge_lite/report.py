@@ -74,6 +74,7 @@ from .interp.quant_common import quantizer_args
 from .interp.reference import ReferenceInterpreter
 from .ir import AFFINE, Graph, OpType
 from .ir.node import META_RANGE, META_SIGNED
+from .report_details import _num  # one cell formatter for both tables
 from .report_details import (AccumulatorObserver, accumulator_table, details_markdown, onnx_keys,
                              real_scales, weight_table)
 
@@ -507,12 +508,6 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _num(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _spread_text(summary: dict, key: str) -> str:
