@@ -24,17 +24,23 @@ and the per-layer SQNR.
 
 ``quantize -o OUT`` writes OUT/model.npz, report.json, report.md and, with
 matplotlib, sqnr.png and histograms.png (see `aidge_lite.report`,
-`aidge_lite.plots`). ``export`` writes an ONNX QDQ model of an integer graph
+`aidge_lite.plots`). OUT is built in a temporary sibling folder and swapped in
+whole (`aidge_lite.atomic`): an interrupted run leaves the previous OUT or none,
+two runs writing one OUT leave one complete output; an OUT holding files that
+quantize does not write is refused (they would be lost). ``--bits`` above 12
+with no accumulator width given: acc_bits=64 (a note says so; gemmlowp
+targets keep int32). ``export`` writes an ONNX QDQ model of an integer graph
 (`aidge_lite.export_onnx.export_qdq`) with a symbolic batch dimension.
 
-Errors (bad arguments, missing or damaged files, bad data, unsupported
-options) print one line on stderr and exit with status 2.
+Exit status: 0; 2 for every error (bad arguments, missing or damaged files,
+bad data, unsupported options, and unexpected ones), printed as one line on
+stderr; 130 on Ctrl-C and 143 on SIGTERM (temporary files removed); 141,
+silently, when stdout is a closed pipe (``aidge-lite show m | head -1``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -212,7 +218,9 @@ def cmd_show(args) -> int:
         path = Path(args.dot)
         if path.is_dir():
             raise UsageError(f"--dot {path}: is a directory, not a file")
-        path.write_text(to_dot(graph))
+        from aidge_lite.atomic import write_text
+
+        write_text(path, to_dot(graph))
         print(f"\nwrote {path} (Graphviz: `dot -Tsvg {path} -o graph.svg`)")
     return 0
 
@@ -268,115 +276,6 @@ def _warn_integer_data(graph, zoo_model, data) -> None:
         warnings.warn(f"{data.name}: {text}, fed unchanged as {declared} values to input '{graph.inputs[0]}'; "
                       "if the model was trained on another scale (e.g. [0, 1]), save the data scaled that "
                       "way, else the accuracy drops silently", InputRangeWarning)
-
-
-def _step(label: str, progress: bool):
-    """A step line on stdout (stderr keeps errors to one line); without progress bars (not a
-    terminal) a line every 8 s while the step runs."""
-    import contextlib
-
-    from aidge_lite.progress import heartbeat, note_output
-
-    print(f"{label} ...", flush=True)
-    note_output()
-    return contextlib.nullcontext() if progress else heartbeat(label, every=8.0, stream=sys.stdout)
-
-
-def _calibration_stream(x: np.ndarray, batch_size: int, progress: bool):
-    """A callable returning float32 batches of `x` (re-readable: clipping reads it twice)."""
-    def stream():
-        chunks = (x[i:i + batch_size].astype(np.float32) for i in range(0, len(x), batch_size))
-        if not progress:
-            return chunks
-        from tqdm import tqdm
-
-        return tqdm(chunks, total=math.ceil(len(x) / batch_size), desc="calibration pass",
-                    unit="batch", leave=False)
-    return stream
-
-
-def _output_dir(text: str) -> Path:
-    out = Path(text)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out}: exists and is not a directory")
-    return out
-
-
-def cmd_quantize(args) -> int:
-    import aidge_lite
-    from aidge_lite import report as rep
-    from aidge_lite import serialize
-    from aidge_lite.cli_target import quantize_target
-
-    out = _output_dir(args.output)
-    target, args.target = quantize_target(args)  # args.target: the label printed and reported
-    print(f"loading {args.model} and {args.data or 'its data set'} ...", flush=True)
-    graph, zoo_model, data = _load_inputs(args)
-    if graph.meta.get("quantized"):
-        raise UsageError(f"{args.model}: already quantized; quantize a float model (.onnx or zoo name)")
-    progress = _progress(args)
-    calib_x = data.calib_x[rep.spread(len(data.calib_x), args.calib_limit)]
-    idx = rep.spread(len(data.test_x), args.limit)
-    test_x = data.test_x[idx]
-    test_y = None if data.test_y is None else data.test_y[idx]
-    _warn_integer_data(graph, zoo_model, data)
-    chosen = [args.preset, args.clipping, args.signs, args.single_shift, args.cle, args.per_channel,
-              args.bias_correction, args.spec]
-    if args.bits < 8 and not args.no_quant and all(v is None for v in chosen):
-        print(f"hint: below 8 bits, --preset best (mse clipping, signs, per-channel, bias correction) is "
-              "far more accurate on every zoo model (4 bits: mobilenet_tiny 24 % -> 97 %, mnist8 97.7 % -> "
-              "98.9 %; bench/results/accuracy_preset.md)")
-    with _step(f"quantizing {graph.name} to {args.bits} bits on {len(calib_x)} calibration samples", progress):
-        qgraph = aidge_lite.quantize_network(
-            graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
-            preset=args.preset, no_quant=args.no_quant, clipping=args.clipping, cle=args.cle,
-            optimize_signs=args.signs, single_shift=args.single_shift, per_channel=args.per_channel,
-            bias_correction=args.bias_correction,
-            target=target,
-            spec=args.spec, batch_size=args.batch_size,
-        )
-    if args.spec:  # zero points: the report in TFLite's conventions
-        from aidge_lite import report_zp as rep
-    with _step(f"report: both engines on {len(test_x)} test samples, clipping and SQNR on the "
-               "calibration set", progress):
-        report = rep.quantization_report(graph, qgraph, calib_x, test_x, test_y, batch_size=args.batch_size,
-                                         progress=progress, sqnr_samples=args.sqnr_samples)
-    report.update(model_spec=args.model, data=data.name, target_profile=args.target)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [serialize.save(qgraph, out / "model.npz"), rep.write_json(report, out / "report.json")]
-    images = {} if args.no_plots or args.spec else _write_plots(report, out)
-    written.append(rep.write_markdown(report, out / "report.md", images=images))
-    _print_quantize_summary(graph, args, report, calib_x, data.describe(len(test_x)), out)
-    print(f"wrote {', '.join(str(p) for p in written + [out / f for f in images.values()])}")
-    return 0
-
-
-def _write_plots(report: dict, out: Path) -> dict[str, str]:
-    from aidge_lite import plots
-
-    return plots.write_plots(report, out)
-
-
-def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path) -> None:
-    from aidge_lite.report import sqnr_text, worst_first, zeroed_text
-
-    acc, exact = report["accuracy"], report["bit_exact"]
-    exact_text = "n/a (no_quant)" if exact is None else (
-        f"{'yes' if exact['exact'] else 'NO'} ({exact['mismatches']} / {exact['elements']} elements differ)")
-    print(f"{graph.name}: {args.bits} bits, {len(calib_x)} calibration / {tested}, target '{args.target}'")
-    print(table(["float", "fake-quant", "integer", "bit-exact (integer == fake-quant)"],
-                [[_pct(acc["float"]), _pct(acc["fake_quant"]), _pct(acc["integer"]), exact_text]]))
-    clipped = sum(l.get("clipped", 0) for l in report["layers"])
-    zeroed = sum(l.get("zeroed_unsigned", 0) for l in report["layers"])
-    print(f"values clipped on the calibration set: {clipped:,} (per layer in {out / 'report.md'})"
-          + (f"; not counted: {zeroed:,} values below 0 that unsigned quantizers set to 0 (the ReLU's work)"
-             if zeroed else ""))
-    measured = [l for l in worst_first(report["layers"]) if l.get("sqnr_db") is not None]
-    if measured:
-        worst = measured[0]
-        print(f"worst layer SQNR: {sqnr_text(worst)} dB at '{worst['name']}' ({worst['role']})")
-    for text in zeroed_text(report):
-        print(f"warning: {text}")
 
 
 def cmd_export(args) -> int:
@@ -491,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_options(p, default_help="default: the 'default' profile")
     p.add_argument("--spec", choices=("tflite",), default=None,
                    help="TFLite's int8 spec: zero points, per-channel weights, gemmlowp (--bits 8)")
+    p.add_argument("--exclude", action="append", metavar="NODE|OP",
+                   help="keep this node (or every node of this op type, e.g. Softmax) in float; repeatable")
+    p.add_argument("--fallback", action="store_true",
+                   help="keep the ops the PTQ cannot quantize in float, with a warning (else an error)")
     p.add_argument("--calib-limit", type=_positive, metavar="N",
                    help="calibrate on N samples spread over the calibration split")
     p.add_argument("--sqnr-samples", type=_non_negative, default=256, metavar="N",
@@ -498,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip sqnr.png and histograms.png")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output directory (model.npz, report.json, report.md, PNG plots)")
+    from aidge_lite.cli_quantize import cmd_quantize
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("export", help="ONNX QDQ model of a quantized graph (onnxruntime runs it)")
@@ -519,41 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    notes = getattr(exc, "__notes__", None) or []
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    parts = [text] + [str(n) for n in notes]
-    return " ".join(" ".join(parts).split())
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"{PROG}: warning: {category.__name__}: {message}", file=file or sys.stderr)
-
-
 def main(argv=None) -> int:
-    import warnings
+    """Run one command: exit status 0; 2 on any error (one line on stderr), 130 on Ctrl-C,
+    143 on SIGTERM, 141 when stdout is a closed pipe (see `aidge_lite.cli_exit`)."""
+    from aidge_lite.cli_exit import run
 
-    from aidge_lite.errors import AidgeLiteError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning  # one line per warning, no source excerpt
-            args = build_parser().parse_args(argv)
-            return args.func(args)
-    except SystemExit as exc:  # --help / --version
-        return exc.code if isinstance(exc.code, int) else 0
-    except UsageError as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except (AidgeLiteError, OSError, ImportError) as exc:
-        kind = type(exc).__name__
-        print(f"{PROG}: error: {kind}: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run(lambda: build_parser().parse_args(argv), from_console=argv is None)
 
 
 if __name__ == "__main__":

@@ -98,16 +98,44 @@ def _check_values(values: dict, where: str) -> None:
         raise UsageError(f"{where}: acc_bits must be in 8..64, got {values['acc_bits']}")
 
 
+# Above this width a 32-bit accumulator holds the worst case of fewer than 512 products
+# (2 (n - 1) bits each): 16-bit operands overflow int32 on almost any layer.
+WIDE_BITS = 12
+
+
+def wide_accumulator(args, profile: str | None, chosen: dict) -> bool:
+    """True when `quantize --bits N` (N > WIDE_BITS) should get a 64-bit accumulator: the user
+    set no acc_bits and the profile can have one (gemmlowp is int32 arithmetic by definition)."""
+    from aidge_lite.target import PROFILES
+
+    bits = getattr(args, "bits", None)
+    if not isinstance(bits, int) or bits <= WIDE_BITS or getattr(args, "no_quant", False):
+        return False
+    if "acc_bits" in chosen or getattr(args, "spec", None):
+        return False
+    rescale = chosen.get("rescale", PROFILES[profile or "default"].rescale)
+    return rescale != "gemmlowp"
+
+
 def quantize_target(args):
-    """(Target or None, label) for `quantize`; None when no target option was given."""
+    """(Target or None, label) for `quantize`; None when no target option was given.
+
+    `--bits` above 12 with no acc_bits given: acc_bits=64 (a note says so), since a
+    32-bit accumulator overflows on the products of such operands."""
     from aidge_lite.target import PROFILES
 
     profile, overrides, flags = _requested(args)
-    if profile is None and not overrides and not flags:
+    chosen = {**overrides, **flags}
+    if wide_accumulator(args, profile, chosen):
+        chosen["acc_bits"] = 64
+        print(f"note: --bits {args.bits}: using a 64-bit accumulator (acc_bits=64): the products of "
+              f"{args.bits}-bit operands overflow 32 bits; set --acc-bits N (or --target ...,acc_bits=N) "
+              "to choose", flush=True)
+    if profile is None and not chosen:
         return None, "default"
     _check_values(overrides, "--target")
-    target = replace(PROFILES[profile or "default"], **{**overrides, **flags})
-    label = ",".join([profile or "default"] + [f"{k}={v}" for k, v in {**overrides, **flags}.items()])
+    target = replace(PROFILES[profile or "default"], **chosen)
+    label = ",".join([profile or "default"] + [f"{k}={v}" for k, v in chosen.items()])
     return target, label
 
 

@@ -58,3 +58,7 @@ class AccumulatorOverflowError(AidgeLiteError):
 class InputRangeWarning(UserWarning):
     """Data fed to a graph looks like the wrong scale: far outside the calibration range, or
     integer samples (e.g. uint8 0..255) fed to a float input trained on another range."""
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration data that quantizes but poorly represents real inputs (e.g. constant samples)."""

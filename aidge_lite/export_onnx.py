@@ -146,7 +146,10 @@ def export_qdq(qgraph: Graph, path=None, *, batch_dim: str | None = None,
     except Exception as exc:  # a bug of this module: say so plainly
         raise QuantizationError(f"exported QDQ model of '{qgraph.name}' fails onnx.checker: {exc}") from exc
     if path is not None:
-        onnx.save_model(model, os.fspath(path))
+        from .atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            onnx.save_model(model, os.fspath(tmp))
     return model
 
 

@@ -14,31 +14,65 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import ModelLoadError, UnsupportedOperatorError
+from . import onnx_checks
+from .errors import AidgeLiteError, ModelLoadError, UnsupportedOperatorError
 from .ir import Graph, Node, OpType, verify
+from .onnx_rewrite import normalize
 
 MIN_OPSET, MAX_OPSET = 7, 21
 
 
-def load_onnx(model) -> Graph:
-    """Load an ONNX model (path, bytes or ModelProto) into a verified `Graph`."""
-    proto = _read_model(model)
+def load_onnx(model, *, base_dir=None, max_tensor_bytes=None) -> Graph:
+    """Load an ONNX model (path, bytes or ModelProto) into a verified `Graph`.
+
+    The model is untrusted (`aidge_lite.onnx_checks`): external data is read only from
+    inside `base_dir` (default: the folder of a model given as a path; no file at all for
+    bytes or a ModelProto), and every tensor the model declares must fit in
+    `max_tensor_bytes` (default `onnx_checks.MAX_TENSOR_BYTES`, 2 GiB) before anything
+    is allocated.
+    """
+    try:
+        return _load(model, base_dir, max_tensor_bytes)
+    except RecursionError as exc:
+        raise ModelLoadError("ONNX model nests too deeply to import") from exc
+    except MemoryError as exc:
+        raise ModelLoadError(f"ONNX model does not fit in memory ({exc or 'MemoryError'}); "
+                             "lower its declared shapes or max_tensor_bytes") from exc
+
+
+def _load(model, base_dir, max_tensor_bytes) -> Graph:
+    max_bytes = onnx_checks.budget(max_tensor_bytes)
+    proto = _read_model(model, base_dir, max_bytes)
+    invalid = onnx_checks.check_model(proto, max_bytes)  # raised after our import's own errors
     opset = _default_opset(proto)
+    try:
+        proto = normalize(proto)  # constant folding, shared weights copied, 1-D ops as 2-D
+    except AidgeLiteError:
+        raise
+    except Exception as exc:  # a malformed model the rewrites trip over: say why, as a load error
+        raise invalid or ModelLoadError(f"cannot fold the constants of the ONNX model: {exc}") from exc
     graph = Graph(proto.graph.name or "onnx_graph")
     graph.meta["opset"] = opset
     importer = _Importer(graph, proto, opset)
     importer.run()
     graph.prune()  # e.g. shape constants absorbed into attributes
     verify(graph)
+    onnx_checks.check_graph(graph)
     from .interp.shapes import infer_shapes
 
     infer_shapes(graph)
+    if invalid is not None:
+        raise invalid
     return graph
 
 
-def _read_model(model) -> onnx.ModelProto:
+def _read_model(model, base_dir=None, max_bytes=None) -> onnx.ModelProto:
+    max_bytes = onnx_checks.budget(max_bytes)
     if isinstance(model, onnx.ModelProto):
         proto, label = model, model.graph.name or "<ModelProto>"
+        if onnx_checks.has_external_data(proto):  # resolved into a copy: the caller's stays as is
+            proto = onnx.ModelProto()
+            proto.CopyFrom(model)
     else:
         is_bytes = isinstance(model, (bytes, bytearray))
         if not is_bytes and not isinstance(model, (str, os.PathLike)):
@@ -47,9 +81,14 @@ def _read_model(model) -> onnx.ModelProto:
         if not is_bytes and not os.path.isfile(label):
             raise ModelLoadError(f"model file '{label}' does not exist")
         try:
-            proto = onnx.load_from_string(bytes(model)) if is_bytes else onnx.load(label)
+            proto = (onnx.load_from_string(bytes(model)) if is_bytes
+                     else onnx.load(label, load_external_data=False))
         except Exception as exc:
             raise ModelLoadError(f"cannot parse ONNX model '{label}': {exc}") from exc
+        if not is_bytes and base_dir is None:
+            base_dir = os.path.dirname(os.path.abspath(label))
+    onnx_checks.resolve_external_data(proto, base_dir, max_bytes)
+    onnx_checks.check_tensors(proto, max_bytes)  # before the checker: an error naming the size
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
@@ -127,28 +166,39 @@ class _Importer:
                 self._check_available(name, f"node '{label}'")
         out = onnx_node.output[0]
         self.op_type = onnx_node.op_type  # for const()'s error message
+        self.outputs, self.onnx_name = list(onnx_node.output), onnx_node.name  # multi-output handlers
         op, inputs, attrs = handler(self, out, inputs, attrs)
         node = Node(out, op, inputs, attrs, {"onnx_name": onnx_node.name})
         if op is OpType.CONSTANT:
             node.inputs = []
         self.graph.add(node)
         for extra in onnx_node.output[1:]:
-            if extra:
+            if extra and extra not in self.graph:  # handlers may give extra outputs their own node
                 self.secondary[extra] = out
 
     # helpers used by handlers
     def leading_dim(self, name: str):
         """Dim 0 of tensor `name` at the declared input shapes (ONNX shape inference), or None."""
+        return self.static_dim(name, 0)
+
+    def static_dim(self, name: str, axis: int):
+        """Dim `axis` of tensor `name` at the declared input shapes (ONNX shape inference), or None."""
         if self._shapes is None:
-            try:
-                g = onnx.shape_inference.infer_shapes(self.proto).graph
-            except Exception:
-                g = self.onnx_graph
-            self._shapes = {v.name: v.type.tensor_type.shape for v in (*g.value_info, *g.input)}
+            from .onnx_fold import infer_dims
+
+            self._shapes = infer_dims(self.proto)
         shape = self._shapes.get(name)
-        if shape is None or not shape.dim or not shape.dim[0].HasField("dim_value"):
+        if not shape or not -len(shape) <= axis < len(shape):
             return None
-        return shape.dim[0].dim_value
+        return shape[axis]
+
+    def static_rank(self, name: str):
+        """Rank of tensor `name` (a constant's, or ONNX shape inference's), or None."""
+        if self.graph.is_constant(name):
+            return self.graph.constant(name).ndim
+        self.static_dim(name, 0)
+        shape = self._shapes.get(name)
+        return None if shape is None else len(shape)
 
     def const(self, node: str, name: str, what: str) -> np.ndarray:
         if not self.graph.is_constant(name):
@@ -258,7 +308,7 @@ def _clip(imp, name, inputs, attrs):
     if imp.opset >= 11:
         for key, pos in (("min", 1), ("max", 2)):
             if len(inputs) > pos and inputs[pos]:
-                attrs[key] = float(imp.const(name, inputs[pos], f"Clip {key}"))
+                attrs[key] = float(imp.const(name, inputs[pos], f"Clip {key}").reshape(()))  # size 1: onnx_checks
     return OpType.CLIP, inputs[:1], attrs
 
 
@@ -267,7 +317,7 @@ def _pad(imp, name, inputs, attrs):
     if imp.opset >= 11:
         pads = [int(p) for p in imp.const(name, inputs[1], "Pad pads")]
         if len(inputs) > 2 and inputs[2]:
-            attrs["value"] = float(imp.const(name, inputs[2], "Pad value"))
+            attrs["value"] = float(imp.const(name, inputs[2], "Pad value").reshape(()))  # size 1: onnx_checks
         if len(inputs) > 3 and inputs[3]:
             attrs["axes"] = [int(a) for a in imp.const(name, inputs[3], "Pad axes")]
         attrs["pads"] = pads
@@ -310,3 +360,6 @@ def _constant(imp, name, inputs, attrs):
         if key in attrs:
             return OpType.CONSTANT, [], {"value": np.asarray(attrs[key], dtype=dtype)}
     raise UnsupportedOperatorError(name, "Constant", f"attribute {sorted(attrs)}")
+
+
+from . import onnx_handlers  # noqa: E402,F401  (registers the handlers of exported-model ops)

@@ -143,9 +143,14 @@ def plot_histograms(report: dict, path, plt=None) -> Path | None:
 
 
 def _save(fig, path, plt) -> Path:
+    from .atomic import atomic_path
+
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

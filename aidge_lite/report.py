@@ -205,7 +205,9 @@ def float_reference(float_graph: Graph, qgraph: Graph) -> Graph:
     opts = qgraph.meta.get("options", {})
     cfg = PTQConfig(nb_bits=int(qgraph.meta.get("nb_bits", opts.get("nb_bits", 8))),
                     cle=bool(opts.get("cle")), per_channel=bool(opts.get("per_channel")),
-                    compat=opts.get("compat"))
+                    compat=opts.get("compat"), exclude=tuple(opts.get("exclude") or ()),
+                    node_bits=dict(opts.get("node_bits") or {}),
+                    fallback=bool(opts.get("fallback")))
     reference = float_graph.copy()
     run_pipeline(reference, cfg, passes=(prepare, cross_layer_equalization))
     return reference
@@ -483,6 +485,8 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
         "options": qgraph.meta.get("options", {}),
         "target": qgraph.meta.get("target"),
         "nb_bits": qgraph.meta.get("nb_bits"),
+        "node_bits": qgraph.meta.get("node_bits", {}),
+        "float_nodes": qgraph.meta.get("float_nodes", []),  # exclude / fallback: kept in float
         "integer": bool(qgraph.meta.get("integer")),
         "samples": {"calibration": int(len(calib_x)), "test": int(len(test_x))},
         "accuracy": acc,
@@ -498,9 +502,9 @@ def quantization_report(float_graph: Graph, qgraph: Graph, calib_x, test_x, test
 
 
 def write_json(report: dict, path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
+    from .atomic import write_text
+
+    return write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ markdown
@@ -561,6 +565,9 @@ def _header(report: dict) -> list[str]:
         "elements differ")
     lines += [f"| {_pct(acc['float'])} | {_pct(acc['fake_quant'])} | {_pct(acc['integer'])} "
               f"| {exact_text} |", ""]
+    if report.get("float_nodes"):
+        lines += ["Kept in float (float64 in both engines, between a Dequantize and a quantizer): "
+                  + ", ".join(f"`{name}`" for name in report["float_nodes"]), ""]
     warnings = [f"**Warning**: {text}" for text in zeroed_text(report)]
     return lines + (warnings + [""] if warnings else [])
 
@@ -609,6 +616,6 @@ def markdown(report: dict, *, max_layers: int | None = None, images: dict[str, s
 
 
 def write_markdown(report: dict, path, **kw) -> Path:
-    path = Path(path)
-    path.write_text(markdown(report, **kw))
-    return path
+    from .atomic import write_text
+
+    return write_text(path, markdown(report, **kw))

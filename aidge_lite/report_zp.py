@@ -95,11 +95,9 @@ def markdown(report: dict) -> str:
 
 
 def write_markdown(report: dict, path, **_):
-    from pathlib import Path
+    from .atomic import write_text
 
-    path = Path(path)
-    path.write_text(markdown(report))
-    return path
+    return write_text(path, markdown(report))
 
 
 __all__ = ["quantization_report", "markdown", "write_markdown", "write_json"]

@@ -20,7 +20,9 @@ A ``.npz`` archive (``numpy.savez_compressed``) holding:
 
 ``__checksum__``
     SHA-256 (hex, as ``uint8``) of the JSON bytes and of every array's key,
-    dtype, shape and bytes: a file edited after saving is rejected.
+    dtype, shape and bytes. It catches accidental damage (a truncated copy, a
+    flipped bit) only: anyone who edits the file can recompute it, so it is no
+    protection against a crafted file. What protects the engines is validation.
 
 Inside the JSON, values that JSON cannot express are tagged objects:
 
@@ -35,27 +37,37 @@ Inside the JSON, values that JSON cannot express are tagged objects:
 Python floats are written with ``repr`` precision (NaN/Infinity allowed), so
 every number reloads bit-identically. The archive is read with
 ``numpy.load(..., allow_pickle=False)``: loading never executes code.
-A corrupted, truncated or foreign file, a missing entry or an unknown version
-raises :class:`aidge_lite.errors.FormatError` naming the file.
+
+Loading treats the file as untrusted: besides the format itself (entries, JSON
+nesting depth, tags, array dtypes), the graph is checked by
+:func:`aidge_lite.ir.validate.validate` (structure, window geometry, quantizer
+dtypes / bounds / multipliers / shifts, integer weights, the stored target)
+and every recorded shape against its array, before anything can run it.
+A corrupted, truncated, foreign or invalid file, a missing entry or an unknown
+version raises :class:`aidge_lite.errors.FormatError` naming the file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import AidgeLiteError, ExecutionError, FormatError
 from .ir import Graph, Node, OpType
+from .ir.node import META_SHAPE
+from .ir.validate import MAX_DIM, is_int, validate
 
 FORMAT_VERSION = 1
 VERSION_KEY = "aidge_lite_graph"
 GRAPH_ENTRY = "__graph__.json"
 CHECKSUM_ENTRY = "__checksum__"
 _TAGS = ("__array__", "__scalar__", "__tuple__", "__dict__", "__op__")
+MAX_DEPTH = 64  # nesting of JSON values: a graph document needs a handful of levels
+_ARRAY_KINDS = "biufSU"  # what `save` writes (no complex, object or structured arrays)
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
@@ -150,18 +162,11 @@ def write_entries(path, doc: dict | bytes, arrays: dict[str, np.ndarray], *, dig
     digest = checksum(doc_bytes, arrays) if digest is None else digest
     entries = {GRAPH_ENTRY: _bytes_array(doc_bytes), CHECKSUM_ENTRY: _bytes_array(digest.encode())}
     entries.update(arrays)
-    path = Path(path)
-    # write next to the target, then rename: never leave a half-written file under `path`
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **entries)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a saved model is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .atomic import atomic_path
+
+    # never a half-written file under `path`: a temporary sibling, fsynced, renamed into place
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **entries)
 
 
 def save(graph: Graph, path) -> Path:
@@ -203,6 +208,8 @@ def read_entries(path) -> tuple[dict, bytes, dict[str, np.ndarray], str | None]:
         doc = json.loads(doc_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path}: entry '{GRAPH_ENTRY}' is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: entry '{GRAPH_ENTRY}' is nested too deeply") from None
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: entry '{GRAPH_ENTRY}' is not a JSON object")
     digest = None
@@ -220,31 +227,43 @@ class _Decoder:
     def fail(self, where, what):
         raise FormatError(f"{self.path}: {where}: {what}")
 
-    def decode(self, value, where: str):
+    def decode(self, value, where: str, depth: int = 0):
+        if depth > MAX_DEPTH:
+            self.fail(where, f"values nested deeper than {MAX_DEPTH} levels")
+        depth += 1
         if isinstance(value, list):
-            return [self.decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return [self.decode(v, f"{where}[{i}]", depth) for i, v in enumerate(value)]
         if not isinstance(value, dict):
             return value
         tags = [t for t in _TAGS if t in value]
         if not tags:
-            return {k: self.decode(v, f"{where}[{k!r}]") for k, v in value.items()}
+            return {k: self.decode(v, f"{where}[{k!r}]", depth) for k, v in value.items()}
         tag = tags[0]
         if tag == "__array__":
             key = value["__array__"]
             if not isinstance(key, str) or key not in self.arrays:
                 self.fail(where, f"missing array entry {key!r}")
+            array = self.arrays[key]
+            if array.dtype.kind not in _ARRAY_KINDS or array.dtype.fields is not None:
+                self.fail(where, f"array entry {key!r} has dtype {array.dtype}")
             self.used.add(key)
-            return self.arrays[key]
+            return array
         if tag == "__scalar__":
             try:
-                return np.dtype(value["__scalar__"]).type(value["value"])
+                dtype = np.dtype(value["__scalar__"])
+                if dtype.kind not in "biuf":
+                    raise TypeError(f"dtype {dtype} is not numeric")
+                scalar = dtype.type(value["value"])
+                if dtype.kind in "iu" and (not is_int(value["value"]) or scalar != value["value"]):
+                    raise ValueError("not an integer of that dtype")  # NumPy would wrap or truncate
+                return scalar
             except (TypeError, KeyError, ValueError, OverflowError) as exc:
                 self.fail(where, f"bad scalar {value!r} ({exc})")
         if tag == "__tuple__":
             items = value["__tuple__"]
             if not isinstance(items, list):
                 self.fail(where, "bad tuple")
-            return tuple(self.decode(v, f"{where}[{i}]") for i, v in enumerate(items))
+            return tuple(self.decode(v, f"{where}[{i}]", depth) for i, v in enumerate(items))
         if tag == "__op__":
             try:
                 return OpType(value["__op__"])
@@ -255,10 +274,12 @@ class _Decoder:
             self.fail(where, "bad dict")
         out = {}
         for k, v in pairs:
-            key = self.decode(k, f"{where} key")
-            if isinstance(key, list):
+            key = self.decode(k, f"{where} key", depth)
+            try:
+                hash(key)
+            except TypeError:
                 self.fail(where, "unhashable dict key")
-            out[key] = self.decode(v, f"{where}[{key!r}]")
+            out[key] = self.decode(v, f"{where}[{key!r}]", depth)
         return out
 
 
@@ -273,7 +294,9 @@ def _field(path, obj, key, kind, where):
 
 
 def load(path) -> Graph:
-    """Load a graph saved by :func:`save`; raises `FormatError` on any damaged or foreign file."""
+    """Load a graph saved by :func:`save`; raises `FormatError` on any damaged, foreign or
+    invalid file. The file is untrusted: a matching checksum proves nothing (anyone can
+    recompute it); the graph is validated (`ir.validate`) and given a trial run on zeros."""
     doc, doc_bytes, arrays, digest = read_entries(path)
     if VERSION_KEY not in doc:
         raise FormatError(f"{path}: not an aidge_lite graph file (no '{VERSION_KEY}' version field)")
@@ -283,7 +306,7 @@ def load(path) -> Graph:
                           f"(this aidge_lite reads version {FORMAT_VERSION})")
     if digest is None:
         raise FormatError(f"{path}: missing entry '{CHECKSUM_ENTRY}'")
-    if digest != checksum(doc_bytes, arrays):
+    if digest != checksum(doc_bytes, arrays):  # accidental damage; validation does the rest
         raise FormatError(f"{path}: checksum mismatch: the file was modified or damaged after saving")
 
     dec = _Decoder(path, arrays)
@@ -320,10 +343,60 @@ def load(path) -> Graph:
         raise FormatError(f"{path}: graph outputs {missing} are not nodes of the graph")
     graph.inputs = list(inputs)
     graph.outputs = list(outputs)
+    _validate_loaded(path, graph)
     return graph
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def _validate_loaded(path, graph: Graph) -> None:
+    """The file is untrusted: everything the engines rely on is checked here, once."""
+    try:
+        if not isinstance(graph.meta, dict):
+            raise FormatError(f"{path}: graph meta must be a JSON object")
+        for node in graph.topo_order():
+            _check_recorded_shape(path, node)
+        validate(graph)
+        _trial_run(graph)
+    except FormatError:
+        raise
+    except AidgeLiteError as exc:
+        raise FormatError(f"{path}: invalid graph: {exc}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            MemoryError) as exc:
+        # a field of a type no check expected: still the file's fault, not a crash
+        raise FormatError(f"{path}: invalid graph ({type(exc).__name__}: {exc})") from None
+
+
+TRIAL_MAX_ELEMENTS = 1 << 22  # inputs up to 4M elements (32 MB in float64) get a trial run
+
+
+def _trial_run(graph: Graph) -> None:
+    """Run the graph once on zeros at batch one (the fake-quant engine for a quantized graph):
+    every array is then checked against the shapes it meets, before the caller runs anything.
+    Skipped for inputs declared too big to allocate cheaply (the engines check at run time)."""
+    from .interp.reference import ReferenceInterpreter
+    from .interp.shapes import _zeros
+
+    sizes = [math.prod(d if is_int(d) and d > 0 else 1 for d in graph.node(n).attrs["shape"])
+             for n in graph.inputs]
+    if not graph.inputs or max(sizes) > TRIAL_MAX_ELEMENTS:
+        return
+    with np.errstate(all="ignore"):  # zeros make e.g. Div compute 0/0
+        try:
+            ReferenceInterpreter().run(graph, _zeros(graph, batch_one=True))
+        except ExecutionError:
+            if graph.meta.get("integer"):
+                raise
+            # a float graph that cannot run at batch one (see interp/shapes.py): no verdict
+
+
+def _check_recorded_shape(path, node: Node) -> None:
+    shape = node.meta.get(META_SHAPE)
+    if shape is None:
+        return
+    if not isinstance(shape, tuple) or not all(is_int(d) and 0 <= d <= MAX_DIM for d in shape):
+        raise FormatError(f"{path}: node '{node.name}': recorded shape {shape!r} is not a shape")
+    if node.op is OpType.CONSTANT and isinstance(node.attrs.get("value"), np.ndarray) \
+            and tuple(shape) != node.attrs["value"].shape:
+        raise FormatError(f"{path}: node '{node.name}': recorded shape {shape} but its array "
+                          f"is {node.attrs['value'].shape}")
+

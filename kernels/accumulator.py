@@ -27,6 +27,8 @@ def fit_accumulator(acc, bits, wrap):
     -----
     Uses only masks and comparisons, so nothing can overflow int64. No rounding.
     """
+    if bits < 1 or bits > 64:
+        raise ValueError("fit_accumulator: bits must be in 1..64")
     flat = acc.ravel()
     out = np.empty(flat.size, np.int64)
     if bits >= 64:

@@ -11,7 +11,9 @@ from .canonical import as_array, as_operand
 from .igemm import (BLOCK, IM2COL_BELOW, depthwise_requant_run, depthwise_run, igemm_requant_run,
                     igemm_run, int32_exact, max_abs, nchw_int16, nhwc_int16, pack_conv_weights)
 from .requant import requant_float, requant_float_ref
+from .checks import check_conv_args, check_requant_args
 from .rowconv import rowconv_requant_run, rowconv_run, rowconv_setup
+from .threads import call_with_threads
 
 ROWCONV_MAX_C = 4  # input channels up to which the pixels-as-lanes kernel is used
 
@@ -70,13 +72,22 @@ def conv2d(x, w, bias, geometry):
     widens the operands to int16 / int64 (:mod:`kernels.canonical`), then
     calls one jitted body compiled for those types only.
     """
+    check_conv_args(x, w, np.asarray(bias), geometry)  # O(1): Numba would read past buffers
     wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
     terms = _limb_terms(x, w, geometry) if wide else None
     if terms is None:
-        return _conv2d_body(x, w, bias, geometry, numba.get_num_threads())
+        return call_with_threads(conv_work(x.shape, w.shape, geometry), _conv2d_body, x, w, bias, geometry)
     return _limb_sum(terms, bias, geometry)
+
+
+def conv_work(x_shape, w_shape, geometry) -> int:
+    """About how many multiply-adds (plus input copies) a conv costs: sets its thread count."""
+    n, c, h, wd = x_shape
+    k, cg, kh, kw = w_shape
+    sh, sw = geometry[:2].tolist()
+    return n * (k * (h // max(sh, 1)) * (wd // max(sw, 1)) * cg * kh * kw + c * h * wd)
 
 
 def _wider_than_bytes(x, w) -> bool:
@@ -115,11 +126,11 @@ def _limb_terms(x, w, geometry):
 
 def _limb_sum(terms, bias, geometry):
     """``bias + sum(conv(x_part, w_part) << shift)`` in int64 (exact: the true sum fits)."""
-    threads = numba.get_num_threads()
     no_bias = np.zeros_like(bias)
     total = None
     for shift, x_part, w_part in terms:
-        part = _conv2d_body(x_part, w_part, no_bias, geometry, threads)
+        part = call_with_threads(conv_work(x_part.shape, w_part.shape, geometry), _conv2d_body,
+                                 x_part, w_part, no_bias, geometry)
         part *= np.int64(1) << shift
         total = part if total is None else np.add(total, part, out=total)
     total += bias.reshape(1, -1, 1, 1)
@@ -266,19 +277,25 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
     ``requant_float``: bit-identical.
     Operands are widened as for :func:`conv2d`.
     """
+    check_conv_args(x, w, np.asarray(bias), geometry)
+    check_requant_args(multiplier, params, w.shape[0])
     wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
     multiplier, params = as_array(multiplier, np.float64), as_array(params, np.int64)
     terms = _limb_terms(x, w, geometry) if wide else None
     if terms is None:
-        return _conv2d_requant_body(x, w, bias, geometry, multiplier, params)
+        return call_with_threads(conv_work(x.shape, w.shape, geometry), _conv2d_requant_body,
+                                 x, w, bias, geometry, multiplier, params)
     return _requantized(_limb_sum(terms, bias, geometry), multiplier, params, requant_float)
 
 
 @numba.njit(cache=True)
-def _conv2d_requant_body(x, w, bias, geometry, multiplier, params):
-    """:func:`conv2d_requant` on canonical operands (see :func:`_conv2d_body`)."""
+def _conv2d_requant_body(x, w, bias, geometry, multiplier, params, threads):
+    """:func:`conv2d_requant` on canonical operands (see :func:`_conv2d_body`).
+
+    ``threads``: unused (the fused blocks need no balancing); the caller's thread count.
+    """
     n_batch, _, h, wd = x.shape
     k_out = w.shape[0]
     kh_size, kw_size = w.shape[2], w.shape[3]

@@ -24,6 +24,8 @@ def add(a, b):
     Accumulator: int64 (exact for all inputs up to int32/uint32). No rounding
     and no saturation: the caller applies ``fit_accumulator``.
     """
+    if a.shape != b.shape:
+        raise ValueError("add: operand shapes differ")
     fa, fb = a.ravel(), b.ravel()
     out = np.empty(fa.size, np.int64)
     for i in range(fa.size):
@@ -49,6 +51,8 @@ def concat2(a, b):
     Pure data movement, no arithmetic. For more than two inputs the caller
     folds: ``concat2(concat2(x0, x1), x2)``.
     """
+    if a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
+        raise ValueError("concat2: batch or trailing dimensions differ")
     # Per batch item, axis 1 onwards is one contiguous block in a, b and out.
     fa, fb = a.ravel(), b.ravel()
     n_batch = a.shape[0]

@@ -4,7 +4,9 @@ import numba
 import numpy as np
 
 from .canonical import as_array, as_operand
+from .checks import check_gemm_args
 from .igemm import SLACK, igemm_run, int32_exact, max_abs, pack_gemm_weights
+from .threads import call_with_threads
 
 
 def gemm(a, b, bias):
@@ -32,8 +34,10 @@ def gemm(a, b, bias):
     function: it widens the operands to int16 / int64 (:mod:`kernels.canonical`),
     then calls one jitted body compiled for those types only.
     """
-    return _gemm_body(as_operand(a), as_operand(b), as_array(bias, np.int64),
-                      numba.get_num_threads())
+    check_gemm_args(a, b, np.asarray(bias))  # O(1): Numba would read past the buffers
+    a, b = as_operand(a), as_operand(b)
+    work = int(a.shape[0]) * int(b.shape[1]) * int(a.shape[1]) if a.ndim == 2 and b.ndim == 2 else 0
+    return call_with_threads(work, _gemm_body, a, b, as_array(bias, np.int64))
 
 
 @numba.njit(cache=True)

@@ -198,6 +198,9 @@ def requant_gemmlowp(acc, multiplier, shift, params, out):
     Assumes :func:`check_gemmlowp_args` passed: every intermediate is an int32,
     so nothing here can overflow or differ from TFLite.
     """
+    if (out.shape != acc.shape or multiplier.shape[0] != acc.shape[1]
+            or shift.shape[0] != acc.shape[1] or params.shape[0] != 5):
+        raise ValueError("requant_gemmlowp: operand shapes do not fit acc (R, C)")
     in_off, pre, out_off, lo, hi = params[0], params[1], params[2], params[3], params[4]
     n_ch = acc.shape[1]
     # per channel: total left shift, right shift, and RDBPOT's mask

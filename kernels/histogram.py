@@ -65,6 +65,8 @@ def histogram(values, rng, bins, unsigned=False, ties_away=False):
         Summing to ``values.size``. Raises ``ValueError`` for a NaN.
     """
     flat = _flat(values, bins)
+    if rng != rng:  # a NaN range would index the counts at int64(NaN): far out of bounds
+        raise ValueError("histogram: the range is NaN")
     counts = np.zeros(int(bins), np.int64)
     if rng <= 0:
         counts[0] = flat.size

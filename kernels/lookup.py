@@ -16,7 +16,7 @@ def lookup(index, table, out):
     Parameters
     ----------
     index : (n,) int64
-        Every value in ``[0, table.size)`` (the caller checks: no bounds check here).
+        Every value in ``[0, table.size)``; a value outside raises ``ValueError``.
     table : (k,) int8, uint8, int16 or int32
     out : (n,) same dtype as ``table``
         Written in place.
@@ -29,8 +29,14 @@ def lookup(index, table, out):
     -----
     Exact: a copy, no arithmetic and no rounding.
     """
+    if out.shape[0] < index.shape[0]:
+        raise ValueError("lookup: out is shorter than index")
+    size = table.shape[0]
     for i in range(index.shape[0]):
-        out[i] = table[index[i]]
+        j = index[i]
+        if j < 0 or j >= size:  # one compare per element: never read outside the table
+            raise ValueError("lookup: index outside the table")
+        out[i] = table[j]
     return out
 
 

@@ -27,6 +27,21 @@ def pool2d_output_shape(x_shape, geometry):
 
 
 @numba.njit(cache=True)
+def _check_pool_geometry(geometry, oh, ow):
+    """O(1) entry check of the pool kernels: never loop over a bad window."""
+    if geometry.shape[0] != 10:
+        raise ValueError("pool: geometry must hold 10 values")
+    for i in (0, 1, 2, 3, 8, 9):  # kernel, strides, dilations
+        if geometry[i] < 1:
+            raise ValueError("pool: kernel, strides and dilations must be >= 1")
+    for i in (4, 5, 6, 7):
+        if geometry[i] < 0:
+            raise ValueError("pool: pads must be >= 0")
+    if oh < 1 or ow < 1:
+        raise ValueError("pool: the window does not fit the padded input")
+
+
+@numba.njit(cache=True)
 def _reduce_window(plane, oh, ow, geometry, take_max):
     """Max (or sum) over the in-bounds taps of one window of an (H, W) plane, as int64.
 
@@ -75,7 +90,10 @@ def maxpool2d(x, geometry):
     Compares in int64; no accumulation, no rounding. A window with no
     in-bounds position (invalid geometry) yields the dtype minimum.
     """
+    if geometry.shape[0] != 10:
+        raise ValueError("pool: geometry must hold 10 values")
     oh_size, ow_size = _pooled_hw(x.shape[2], x.shape[3], geometry)
+    _check_pool_geometry(geometry, oh_size, ow_size)
     h, w = x.shape[2], x.shape[3]
     out = np.empty((x.shape[0], x.shape[1], oh_size, ow_size), x.dtype)
     lowest = np.iinfo(x.dtype).min
@@ -174,7 +192,10 @@ def avgpool2d(x, geometry, count_include_pad, mode):
     Accumulator: exact int64 window sum (padding contributes zero), then one
     exact rounding of ``sum / count``.
     """
+    if geometry.shape[0] != 10:
+        raise ValueError("pool: geometry must hold 10 values")
     oh_size, ow_size = _pooled_hw(x.shape[2], x.shape[3], geometry)
+    _check_pool_geometry(geometry, oh_size, ow_size)
     out = np.empty((x.shape[0], x.shape[1], oh_size, ow_size), np.int64)
     full = geometry[0] * geometry[1]
     for n in range(x.shape[0]):
@@ -183,6 +204,8 @@ def avgpool2d(x, geometry, count_include_pad, mode):
                 for ow in range(ow_size):
                     total, count = _reduce_window(x[n, c], oh, ow, geometry, False)
                     den = full if count_include_pad else count
+                    if den < 1:
+                        raise ValueError("avgpool2d: a window lies entirely in the padding")
                     out[n, c, oh, ow] = round_div(total, np.int64(den), mode)
     return out
 
@@ -207,6 +230,8 @@ def global_avgpool(x, mode):
     ``sum / (H * W)``.
     """
     n_size, c_size, h, w = x.shape
+    if h * w < 1:
+        raise ValueError("global_avgpool: empty H x W")
     out = np.empty((n_size, c_size, 1, 1), np.int64)
     for n in range(n_size):
         for c in range(c_size):

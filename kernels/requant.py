@@ -88,6 +88,9 @@ def requant_float(acc, multiplier, mode, bounds, out):
     bit-identical. Clipping compares in float64 before casting, so no
     out-of-range float is ever converted to an integer.
     """
+    if (acc.ndim != 3 or out.shape != acc.shape or multiplier.shape[0] < acc.shape[1]
+            or bounds.shape[0] != 2 or bounds[0] > bounds[1]):
+        raise ValueError("requant_float: operand shapes or bounds do not fit acc (N, C, S)")
     lo, hi = bounds[0], bounds[1]
     n_size, c_size, s_size = acc.shape
     if -(2 ** 53) <= lo and hi <= 2 ** 53:  # bounds exact in float64: clamp, then convert
@@ -153,6 +156,9 @@ def requant_float32(acc, multiplier, mode, bounds, out):
     float32(0.0026126066): the float32 product is 39.5 exactly (float64:
     39.49999...), so half_even gives 40, not 39.
     """
+    if (acc.ndim != 3 or out.shape != acc.shape or multiplier.shape[0] < acc.shape[1]
+            or bounds.shape[0] != 2 or bounds[0] > bounds[1]):
+        raise ValueError("requant_float32: operand shapes or bounds do not fit acc (N, C, S)")
     lo, hi = bounds[0], bounds[1]
     flo, fhi = np.float64(lo), np.float64(hi)
     exact_bounds = -(2 ** 53) <= lo and hi <= 2 ** 53
@@ -255,6 +261,12 @@ def requant_int(acc, multiplier, shift, mode, bounds, out):
     and rounded once, exactly. A left shift (``shift < 0``) saturates at the
     bounds instead of overflowing.
     """
+    if (acc.ndim != 3 or out.shape != acc.shape or multiplier.shape[0] < acc.shape[1]
+            or shift.shape[0] < acc.shape[1] or bounds.shape[0] != 2 or bounds[0] > bounds[1]):
+        raise ValueError("requant_int: operand shapes or bounds do not fit acc (N, C, S)")
+    for c in range(acc.shape[1]):
+        if shift[c] < -31 or shift[c] > 62 or multiplier[c] <= -(2 ** 31) or multiplier[c] >= 2 ** 31:
+            raise ValueError("requant_int: shift outside [-31, 62] or |multiplier| >= 2**31")
     lo, hi = bounds[0], bounds[1]
     n_size, c_size, s_size = acc.shape
     wide = np.int64(1) << 32  # |a| < 2**32 and |m| < 2**31: a * m fits int64

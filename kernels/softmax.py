@@ -149,6 +149,8 @@ def softmax_int8(x, params, out):
     saturation where gemmlowp saturates (its left shifts). Exact integers
     throughout; the module docstring gives the algorithm.
     """
+    if params.shape[0] != 3 or out.shape != x.shape:
+        raise ValueError("softmax_int8: params must be (3,) and out shaped like x")
     multiplier, left_shift, diff_min = params[0], params[1], params[2]
     rows, cols = x.shape
     exps = np.empty(cols, np.int64)

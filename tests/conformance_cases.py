@@ -45,12 +45,16 @@ from onnx import helper, numpy_helper
 SUPPORTED_OPS = frozenset(
     "Conv Gemm MatMul Add Sub Mul Div Concat Relu LeakyRelu Clip Sigmoid Tanh MaxPool "
     "AveragePool GlobalAveragePool BatchNormalization Flatten Reshape Transpose Squeeze "
-    "Unsqueeze Pad Softmax Identity Dropout Constant".split()
+    "Unsqueeze Pad Softmax Identity Dropout Constant "
+    "ReduceMean Resize Upsample Slice Split ConvTranspose DepthToSpace LRN Sum HardSigmoid HardSwish "
+    "PRelu Erf Gelu Pow".split()
 )
 # op type -> operand positions that must be constants for aidge_lite
 STATIC_OPERANDS = {
     "Reshape": (1,), "Pad": (1, 2, 3), "Squeeze": (1,), "Unsqueeze": (1,),
     "Clip": (1, 2), "Dropout": (1, 2),
+    "ReduceMean": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "Slice": (1, 2, 3, 4), "Split": (1,),
+    "PRelu": (1,),
 }
 MAX_OPSET = 21
 RTOL = 1e-5

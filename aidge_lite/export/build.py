@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, current_umask, write_text
 from .emit import CFLAGS, LIBRARY, library_dir
 from .staging import ExportError
 
@@ -76,9 +77,10 @@ class Builder:
         info = json.loads((folder / "export.json").read_text())
         exe = folder / (info["prefix"] + ("_debug" if debug else ""))
         flags = self.cflags + (["-DAIDGE_DEBUG_DUMP"] if debug else [])
-        _check([compiler(), *flags, f"-I{library_dir()}", f"-I{folder}", "-o", str(exe),
-                str(folder / "main.c"), str(folder / f"{info['prefix']}.c"),
-                *map(str, self.library()), "-lm"])
+        with atomic_path(exe, mode=0o777 & ~current_umask()) as tmp:  # never a half-linked program
+            _check([compiler(), *flags, f"-I{library_dir()}", f"-I{folder}", "-o", str(tmp),
+                    str(folder / "main.c"), str(folder / f"{info['prefix']}.c"),
+                    *map(str, self.library()), "-lm"])
         return exe
 
     def build_many(self, folders, exe, debug: bool = False) -> Path:
@@ -90,11 +92,12 @@ class Builder:
                              for f, i in zip(folders, infos))
         cases = "\n".join(_CASE % {"k": k, "p": i["prefix"], "P": i["prefix"].upper()}
                           for k, i in enumerate(infos))
-        driver.write_text(_DRIVER % {"includes": includes, "cases": cases})
+        write_text(driver, _DRIVER % {"includes": includes, "cases": cases})
         flags = self.cflags + (["-DAIDGE_DEBUG_DUMP"] if debug else [])
         sources = [str(Path(f) / (i["prefix"] + ".c")) for f, i in zip(folders, infos)]
-        _check([compiler(), *flags, f"-I{library_dir()}", "-o", str(exe), str(driver), *sources,
-                *map(str, self.library()), "-lm"])
+        with atomic_path(exe, mode=0o777 & ~current_umask()) as tmp:
+            _check([compiler(), *flags, f"-I{library_dir()}", "-o", str(tmp), str(driver), *sources,
+                    *map(str, self.library()), "-lm"])
         return exe
 
 

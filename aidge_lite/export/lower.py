@@ -233,6 +233,9 @@ def check_exportable(graph) -> None:
     if len(graph.inputs) != 1:
         raise UnsupportedOperatorError(graph.name, "Input", f"{len(graph.inputs)} graph inputs; "
                                        "the C export takes one")
+    from ..ir.validate import validate
+
+    validate(graph)  # the engines' checks (geometry, quantizer parameters), before any C is written
 
 
 def lower(graph, name: str = "model", fuse: bool = True) -> Program:

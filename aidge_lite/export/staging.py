@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import AidgeLiteError
@@ -27,17 +25,10 @@ def check_target_folder(out) -> Path:
 
 @contextlib.contextmanager
 def staged_folder(out):
-    """Yield a temporary folder next to `out`; on success it becomes `out`, on any
-    error it is removed and `out` is left untouched."""
-    out = check_target_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    """Yield a temporary folder next to `out`; on success its files are flushed to disk
+    and it becomes `out` (`aidge_lite.atomic.atomic_folder`); on any error or
+    interruption it is removed and `out` is left untouched."""
+    from ..atomic import atomic_folder
+
+    with atomic_folder(out, check=check_target_folder) as tmp:  # checked again before the swap
         yield tmp
-        check_target_folder(out)  # nobody filled it meanwhile
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

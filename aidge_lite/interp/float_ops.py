@@ -1,8 +1,14 @@
-"""NumPy implementations of the windowed operators (conv, pools).
+"""NumPy implementations of the windowed operators (conv, pools) and of matmul.
 
-Both loop over the kernel offsets and do one vectorised operation per offset:
-memory stays at one patch, and with integer-valued float64 operands every sum
-is exact (all partial sums stay far below 2**53).
+Convolution is im2col + a BLAS matmul (depthwise: one multiply-add per tap over
+contiguous runs, `_depthwise`); pools loop over the kernel offsets with one
+vectorised operation per offset. The fake-quant engine computes on
+integer-valued float64: a float GEMM is exact there while every partial sum
+stays below 2**53 (2**24 in float32), whatever order BLAS sums in. The bound
+``max|x| * max|w| * K`` is checked per call (`compute_dtype`): float32 below
+2**24, float64 below 2**53, and beyond it an exact int64 product (NumPy's
+integer matmul, no BLAS). No Numba kernel is involved: the engines stay
+independent. BLAS threads follow the work size (`kernels.threads.blas_threads`).
 """
 from __future__ import annotations
 
@@ -53,43 +59,135 @@ def conv2d(x, w, b, strides, dilations, pads, out_hw, group):
     oh, ow = out_hw
     kg = k // group
     dtype = np.result_type(x, w)
-    compute = np.dtype(np.float32) if _exact_in_float32(x, w, cg * kh * kw) else dtype
+    compute = compute_dtype(x, w, cg * kh * kw)
     wg = w.reshape(group, kg, cg * kh * kw).astype(compute)  # (g, kg, cg*kh*kw)
     if compute != dtype:
         x = x.astype(compute)
+    if cg == 1 and kg == 1 and group > 1 and tuple(dilations) == (1, 1):
+        y = _depthwise(_pad_hw(x, pads, (0, 0), 0), wg.reshape(k, kh * kw), (kh, kw), strides, out_hw)
+        return _with_bias(y, b, dtype, k)
     per_image = max(group * oh * ow * cg * kh * kw * compute.itemsize, 1)
     chunk = max(1, CHUNK_BYTES // per_image)
-    y = np.empty((n, k, oh, ow), dtype)
-    for start in range(0, n, chunk):
-        xs = x[start:start + chunk]
-        m = xs.shape[0]
-        xp = _pad_hw(xs, pads, (0, 0), 0).reshape(m, group, cg, *_padded_hw(xs, pads))
-        windows = _windows(xp, (kh, kw), strides, dilations, out_hw)  # (m, g, cg, oh, ow, kh, kw)
-        cols = windows.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kh * kw, m * oh * ow)
-        out = wg @ cols  # (g, kg, m*oh*ow)
-        y[start:start + m] = out.reshape(k, m, oh, ow).transpose(1, 0, 2, 3)
+    exact_int = compute == np.int64
+    y = np.empty((n, k, oh, ow), compute if exact_int else dtype)
+    # the bias is added as each chunk is stored (one pass less over a large output): in
+    # y's dtype, which holds the exact sum for integers, as a separate `y += b` would
+    bias = None if b is None or exact_int and not _integral(b) else b.reshape(1, k, 1, 1).astype(y.dtype)
+    with _blas_threads(min(n, chunk) * k * oh * ow * cg * kh * kw):  # the work of one matmul
+        for start in range(0, n, chunk):
+            xs = x[start:start + chunk]
+            m = xs.shape[0]
+            xp = _pad_hw(xs, pads, (0, 0), 0).reshape(m, group, cg, *_padded_hw(xs, pads))
+            windows = _windows(xp, (kh, kw), strides, dilations, out_hw)  # (m, g, cg, oh, ow, kh, kw)
+            cols = windows.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kh * kw, m * oh * ow)
+            out = (wg @ cols).reshape(k, m, oh, ow).transpose(1, 0, 2, 3)  # (m, k, oh, ow)
+            if bias is None:
+                y[start:start + m] = out
+            else:
+                np.add(out, bias, out=y[start:start + m])
+    return _with_bias(y, b if bias is None else None, dtype, k)
+
+
+def _with_bias(y, b, dtype, k):
+    """``y + b`` per channel in `dtype`; an int64 `y` (exact path) takes an integer bias first."""
     if b is not None:
-        y += b.reshape(1, k, 1, 1).astype(dtype)
-    return y
+        if y.dtype == np.int64 and _integral(b):  # the bias too, before the one rounding to float64
+            y += b.astype(np.int64).reshape(1, k, 1, 1)
+        else:
+            y = y.astype(dtype, copy=False)
+            y += b.reshape(1, k, 1, 1).astype(dtype)
+    return y.astype(dtype, copy=False)
 
 
-def _exact_in_float32(x, w, kdim) -> bool:
-    """True when a float32 GEMM gives exactly the float64 result of this integer-valued conv.
+def matmul(a, b):
+    """``a @ b`` (2-D or stacked), exact for integer-valued float64 operands like `conv2d`."""
+    dtype = np.result_type(a, b)
+    compute = compute_dtype(a, b, a.shape[-1] if a.ndim else 1)
+    if compute == dtype:
+        with _blas_threads(a.size * (b.shape[-1] if b.ndim else 1)):
+            return a @ b
+    with _blas_threads(a.size * (b.shape[-1] if b.ndim else 1)):
+        return (a.astype(compute) @ b.astype(compute)).astype(dtype)
 
-    Holds for float64 operands that are all integers with
-    ``max|x| * max|w| * kdim < 2**24``: every product and every partial sum
-    (in any summation order, BLAS's included) is then an integer of
-    magnitude < 2**24, exactly representable in float32, so no rounding ever
-    happens and the result equals the exact sum, as float64 computes it.
-    The fake-quant engine's convolutions (8-bit integers) qualify.
+
+def compute_dtype(x, w, kdim) -> np.dtype:
+    """The dtype whose GEMM gives exactly the float64 result of an integer-valued product.
+
+    For float64 operands that are all integers, with ``bound = max|x| * max|w| * kdim``:
+    every product and partial sum (in any summation order, BLAS's included) is an
+    integer of magnitude <= bound. float32 represents them all below 2**24, float64
+    below 2**53: the GEMM then returns the exact sum. Beyond 2**53 a float GEMM would
+    round partial sums in an order BLAS picks: int64 instead (exact while the sum
+    fits, as in the integer engine), rounded once to float64 by the caller. Any other
+    operands (float graphs, non-integer values) keep their own dtype.
     """
+    dtype = np.result_type(x, w)
     if x.dtype != np.float64 or w.dtype != np.float64 or x.size == 0 or w.size == 0:
-        return False
+        return dtype
     ax = max(float(x.max()), -float(x.min()))
     aw = max(float(w.max()), -float(w.min()))
-    if not ax * aw * kdim < 2.0 ** 24:  # also False for NaN
-        return False
-    return bool(np.array_equal(np.rint(w), w) and np.array_equal(np.rint(x), x))
+    bound = ax * aw * kdim
+    if not np.isfinite(bound) or 2.0 ** 24 <= bound < 2.0 ** 53:
+        return dtype  # float64 is exact (integers) or is the specification (non-integers)
+    if bound >= 2.0 ** 53 and not (ax < 2.0 ** 62 and aw < 2.0 ** 62):
+        return dtype  # not int64 material either
+    if not (_integral(w) and _integral(x)):
+        return dtype
+    return np.dtype(np.float32) if bound < 2.0 ** 24 else np.dtype(np.int64)
+
+
+def _integral(a) -> bool:
+    return bool(np.array_equal(np.rint(a), a))
+
+
+def _blas_threads(work):
+    from aidge_lite.kernels.threads import blas_threads  # thread control only, no kernel
+
+    return blas_threads(work)
+
+
+#: Bytes of one channel block of the depthwise path: its taps then run on data in L2.
+DEPTHWISE_BLOCK_BYTES = 128 << 10
+
+
+def _depthwise(xp, w, kernel, strides, out_hw):
+    """Depthwise conv (one input channel per output channel) of padded `xp`, `w` (K, KH*KW).
+
+    One multiply-add per tap instead of a GEMM per channel (a 1-row product after a
+    KH*KW-fold im2col copy: 2-3x slower at 5x5): with stride s the padded planes are
+    split into their s*s phases (rows and columns by residue mod s); tap (i, j) reads
+    phase (i % s, j % s) shifted by (i // s, j // s), so every output row is a contiguous
+    run of a flattened phase (OW values, then junk up to the phase width, dropped at the
+    end). Channels go in blocks of about DEPTHWISE_BLOCK_BYTES so that all taps of a
+    block reuse cached data. Integer-valued operands: each output is one sum of KH*KW
+    products, exact under the same bound as the GEMM.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    n, k = xp.shape[:2]
+    width = -(-xp.shape[3] // sw)
+    rows = -(-xp.shape[2] // sh) + 1  # a spare row: a run's junk tail may overhang
+    phases = {}
+    for a in range(min(sh, kh)):
+        for c in range(min(sw, kw)):
+            plane = xp[:, :, a::sh, c::sw]
+            buf = np.zeros((n, k, rows, width), xp.dtype)
+            buf[:, :, :plane.shape[2], :plane.shape[3]] = plane
+            phases[a, c] = buf.reshape(n, k, rows * width)
+    length = oh * width
+    block = max(1, DEPTHWISE_BLOCK_BYTES // (length * xp.dtype.itemsize))
+    y = np.empty((n, k, length), xp.dtype)
+    for c0 in range(0, k, block):
+        c1 = min(k, c0 + block)
+        acc = np.zeros((n, c1 - c0, length), xp.dtype)
+        term = np.empty_like(acc)
+        for i in range(kh):
+            for j in range(kw):
+                start = (i // sh) * width + j // sw
+                src = phases[i % sh, j % sw][:, c0:c1, start:start + length]
+                np.multiply(src, w[c0:c1, i * kw + j].reshape(1, -1, 1), out=term)
+                acc += term
+        y[:, c0:c1] = acc
+    return y.reshape(n, k, oh, width)[:, :, :, :ow]
 
 
 def _padded_hw(x, pads):

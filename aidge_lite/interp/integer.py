@@ -24,7 +24,8 @@ from ..ir import Node, OpType
 from . import reference as ref_ops
 from .base import Interpreter
 from .geometry import window_geometry
-from .quant_common import ACCUMULATING, AccumulatorPolicy, graph_target, quantizer_args, rescale_params
+from .quant_common import (ACCUMULATING, AccumulatorPolicy, channels_view, graph_target, quantizer_args,
+                           rescale_params, run_float)
 
 op = OpType
 
@@ -32,6 +33,7 @@ op = OpType
 class IntegerInterpreter(Interpreter):
     def __init__(self, target=None):
         self.target = target
+        self.memo: dict = {}  # per-node derived parameters; `run` hands in the walk plan's
 
     def run(self, graph, feeds, *, intermediates: bool = False):
         # Fusing Conv -> Quantizer hides the int64 accumulator: only when nobody asks for it.
@@ -58,6 +60,8 @@ class IntegerInterpreter(Interpreter):
         return np.asarray(value, dtype=np.float64)  # the input quantizer is the float boundary
 
     def run_node(self, node, operands):
+        if node.attrs.get("excluded"):
+            return run_float(self, node, operands)
         value = super().run_node(node, operands)
         if node.op in ACCUMULATING:
             value = self.policy.apply(node, value)
@@ -115,7 +119,7 @@ def _quantizer(self, node, x):
     out_dtype = np.dtype(node.attrs["dtype"])
     requant_float = kernels.requant_float32 if node.attrs.get("float32") else kernels.requant_float
     if x.dtype.kind == "f":  # input quantizer: float64 product, same formula as the reference
-        view, (multiplier,), mode, bounds = quantizer_args(node, np.ascontiguousarray(x, np.float64))
+        view, (multiplier,), mode, bounds = _quantizer_args(self, node, np.ascontiguousarray(x, np.float64))
         out = np.empty(view.shape, out_dtype)
         requant_float(view, multiplier, mode, bounds, out)
         return out.reshape(x.shape)
@@ -124,8 +128,8 @@ def _quantizer(self, node, x):
     # An int8/16 activation (a Concat join) goes in as is: float64(x) is the same number, and
     # no int64 copy is made. Accumulators and everything else: int64 (a small set of signatures).
     keep = float_mode and x.dtype in _NARROW
-    view, params, mode, bounds = quantizer_args(
-        node, np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.int64))
+    view, params, mode, bounds = _quantizer_args(
+        self, node, np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.int64))
     out = np.empty(view.shape, out_dtype)
     if float_mode:
         requant_float(view, params[0], mode, bounds, out)
@@ -134,8 +138,31 @@ def _quantizer(self, node, x):
     return out.reshape(x.shape)
 
 
+def _conv_plan(self, node, x_shape, w_shape):
+    """(geometry, fusable quantizer, its multipliers, [mode, lo, hi]) of a Conv: derived from
+    attributes only, so kept in the walk plan's memo (a one-sample call pays for it once)."""
+    key = ("conv", node.name, x_shape[1:], w_shape, self.fuse)
+    plan = self.memo.get(key)
+    if plan is not None:
+        return plan
+    strides, dilations, pads, out_hw, _ = window_geometry(node, x_shape[2:], w_shape[2:])
+    if min(out_hw) <= 0:
+        raise ExecutionError(f"node '{node.name}' (Conv): empty output {out_hw} for input {x_shape}")
+    group = node.attrs.get("group", 1)
+    geometry = np.array([*strides, pads[0], pads[1], pads[2], pads[3], *dilations, group], np.int64)
+    q = _fusable_quantizer(self, node)
+    multiplier = params = None
+    if q is not None:
+        (multiplier,) = rescale_params(q, w_shape[0])
+        params = np.array([kernels.ROUNDING_NAMES[q.attrs["rounding"]], q.attrs["lo"], q.attrs["hi"]],
+                          np.int64)
+    plan = self.memo[key] = (geometry, q, multiplier, params)
+    return plan
+
+
 @reg(op.CONV)
-def _conv(self, node, x, w, b):
+def _conv(self, node, x, w, b=None):
+    b = np.zeros(w.shape[0] if w.ndim else 0, np.int64) if b is None else b  # the bias is optional
     _require_int(node, x, w, b)
     group = node.attrs.get("group", 1)
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] * group or w.shape[0] % group \
@@ -144,16 +171,9 @@ def _conv(self, node, x, w, b):
             f"node '{node.name}' (Conv): input {x.shape}, weight {w.shape}, bias {b.shape} "
             f"do not fit (group={group})"
         )
-    strides, dilations, pads, out_hw, _ = window_geometry(node, x.shape[2:], w.shape[2:])
-    if min(out_hw) <= 0:
-        raise ExecutionError(f"node '{node.name}' (Conv): empty output {out_hw} for input {x.shape}")
-    geometry = np.array([*strides, pads[0], pads[1], pads[2], pads[3], *dilations, group], np.int64)
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    q = _fusable_quantizer(self, node)
+    geometry, q, multiplier, params = _conv_plan(self, node, x.shape, w.shape)
     if q is not None:  # Conv -> Quantizer in one pass: requantize each tile as it is computed
-        (multiplier,) = rescale_params(q, w.shape[0])
-        params = np.array([kernels.ROUNDING_NAMES[q.attrs["rounding"]], q.attrs["lo"], q.attrs["hi"]],
-                          np.int64)
         y, minmax = kernels.conv2d_requant(x, w, b, geometry, multiplier, params)
         if _within_accumulator(self.policy, minmax):  # else: the policy acts, recompute unfused
             self.fused[q.name] = y.astype(np.dtype(q.attrs["dtype"]), copy=False)
@@ -162,15 +182,19 @@ def _conv(self, node, x, w, b):
 
 
 @reg(op.GEMM)
-def _gemm(self, node, x, w, b):
+def _gemm(self, node, x, w, b=None):
+    b = np.zeros(1, np.int64) if b is None else b  # Gemm's C is optional
     _require_int(node, x, w, b)
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or b.shape != (w.shape[0],):
+    x = x.T if node.attrs.get("transA", 0) else x  # shapes checked by validate.check_operands
+    w_t = self.transposed.get(node.name)
+    if w_t is None:  # the kernel wants (in, out); transpose once per run
+        w_t = self.transposed[node.name] = np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w)
+    if x.ndim != 2 or w_t.ndim != 2 or x.shape[1] != w_t.shape[0] or b.size not in (1, w_t.shape[1]):
         raise ExecutionError(
             f"node '{node.name}' (Gemm): input {x.shape}, weight {w.shape}, bias {b.shape} do not fit"
         )
-    w_t = self.transposed.get(node.name)
-    if w_t is None:  # the kernel wants (in, out); transpose once per run
-        w_t = self.transposed[node.name] = np.ascontiguousarray(w.T)
+    # a (1, N) or one-element bias broadcasts over the rows like Gemm's C (and the fake-quant)
+    b = np.ascontiguousarray(np.broadcast_to(b.reshape(-1), (w_t.shape[1],)))
     return kernels.gemm(np.ascontiguousarray(x), w_t, b)
 
 
@@ -194,6 +218,24 @@ def _relu(self, node, x):
     return kernels.relu(np.ascontiguousarray(x))
 
 
+def _quantizer_args(self, node, x):
+    """`quantizer_args`, its parameters kept in the walk plan's memo (attributes only)."""
+    key = ("quantizer", node.name, x.shape[1] if x.ndim > 1 else 1, x.ndim)
+    cached = self.memo.get(key)
+    if cached is None:
+        cached = self.memo[key] = quantizer_args(node, x)[1:]
+    return (channels_view(x), *cached)
+
+
+def _pool_geometry_memo(self, node, x):
+    """`_pool_geometry`, kept in the walk plan's memo per input shape (attributes only)."""
+    key = ("pool", node.name, x.shape[1:])
+    cached = self.memo.get(key)
+    if cached is None:
+        cached = self.memo[key] = _pool_geometry(node, x)
+    return cached
+
+
 def _pool_geometry(node, x):
     if x.ndim != 4:
         raise ExecutionError(f"node '{node.name}' ({node.op.value}): input rank {x.ndim}, expected 4")
@@ -215,14 +257,14 @@ def _pool_geometry(node, x):
 @reg(op.MAXPOOL)
 def _maxpool(self, node, x):
     _require_int(node, x)
-    geometry, _ = _pool_geometry(node, x)
+    geometry, _ = _pool_geometry_memo(self, node, x)
     return kernels.maxpool2d(np.ascontiguousarray(x), geometry)
 
 
 @reg(op.AVGPOOL)
 def _avgpool(self, node, x):
     _require_int(node, x)
-    geometry, extra = _pool_geometry(node, x)
+    geometry, extra = _pool_geometry_memo(self, node, x)
     include_pad = bool(node.attrs.get("count_include_pad", 0))
     if include_pad and any(extra):
         raise UnsupportedOperatorError(node.name, "AveragePool", "ceil_mode with count_include_pad")
@@ -239,5 +281,6 @@ def _global_avgpool(self, node, x):
 
 
 # Pure data movement is exact on any dtype: the reference implementations serve.
-for _op in (op.FLATTEN, op.RESHAPE, op.TRANSPOSE, op.SQUEEZE, op.UNSQUEEZE, op.PAD):
+for _op in (op.FLATTEN, op.RESHAPE, op.TRANSPOSE, op.SQUEEZE, op.UNSQUEEZE, op.PAD, op.SLICE,
+            op.DEPTH_TO_SPACE, op.RESIZE):  # (Resize: mode nearest, an index gather)
     IntegerInterpreter.impls[_op] = ref_ops.ReferenceInterpreter.impls[_op]

@@ -13,7 +13,7 @@ from ..ir import OpType
 from ..target import Target
 
 # Ops whose integer result is an accumulator (before a quantizer brings it back to n bits).
-ACCUMULATING = frozenset({OpType.CONV, OpType.GEMM, OpType.ADD, OpType.SUB})
+ACCUMULATING = frozenset({OpType.CONV, OpType.GEMM, OpType.ADD, OpType.SUB, OpType.MUL})
 
 
 class AccumulatorOverflowWarning(UserWarning):
@@ -96,9 +96,27 @@ def rescale_params(node, channels: int) -> tuple:
         # a float32 quantizer multiplies by its scale rounded to float32 (the kernel's dtype)
         dtype = (np.float32 if attrs.get("float32") else np.float64) if name == "scale" else np.int64
         params.append(per_channel(attrs[name], channels, dtype))
-    if len(params) == 2 and params[0].size and int(np.abs(params[0]).max()) >= 1 << 31:
-        # the kernels form acc * multiplier exactly for |multiplier| < 2^31 (a Q31 mantissa)
+    # the kernels form acc * multiplier exactly for |multiplier| < 2^31 (a Q31 mantissa);
+    # compared as Python ints: np.abs(-2**63) is still -2**63
+    if len(params) == 2 and params[0].size and \
+            max(-int(params[0].min()), int(params[0].max())) >= 1 << 31:
         raise ExecutionError(f"node '{node.name}' (Quantizer): fixed-point multiplier "
-                             f"{int(np.abs(params[0]).max())} is not below 2^31")
+                             f"[{int(params[0].min())}, {int(params[0].max())}] is not below 2^31")
     return tuple(params)
 
+
+
+def run_float(interp, node, operands):
+    """A float island (`quantize_network(..., exclude=...)`) in the integer engine: the
+    float reference's implementation on float64 operands, as the fake-quant engine runs it."""
+    from .reference import ReferenceInterpreter
+
+    impl = ReferenceInterpreter.impls.get(node.op)
+    if impl is None:
+        raise ExecutionError(f"node '{node.name}' ({node.op.value}): no float implementation")
+    try:
+        return impl(interp, node, *[np.asarray(x, np.float64) for x in operands])
+    except Exception as exc:  # name the node, as the walk does
+        if isinstance(exc, ExecutionError):
+            raise
+        raise ExecutionError(f"node '{node.name}' ({node.op.value}): {exc}") from exc

@@ -38,7 +38,7 @@ class ReferenceInterpreter(Interpreter):
 
     def run_node(self, node, operands):
         value = super().run_node(node, operands)
-        if self.integer and node.op in ACCUMULATING:
+        if self.integer and node.op in ACCUMULATING and not node.attrs.get("excluded"):
             value = self.policy.apply(node, value.astype(np.int64)).astype(np.float64)
         return value
 
@@ -70,7 +70,7 @@ def _conv(self, node, x, w, b=None):
 def _gemm(self, node, a, b, c=None):
     a = a.T if node.attrs.get("transA", 0) else a
     b = b.T if node.attrs.get("transB", 0) else b
-    y = a @ b
+    y = float_ops.matmul(a, b)
     alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
     if alpha != 1.0:
         y = y * y.dtype.type(alpha)
@@ -81,7 +81,7 @@ def _gemm(self, node, a, b, c=None):
 
 @reg(op.MATMUL)
 def _matmul(self, node, a, b):
-    return np.matmul(a, b)
+    return float_ops.matmul(a, b)
 
 
 _BINARY = {op.ADD: np.add, op.SUB: np.subtract, op.MUL: np.multiply, op.DIV: np.divide}
@@ -242,3 +242,6 @@ def run(graph, inputs, *, intermediates=False, engine="reference", dtype=None, t
 
         raise InputError(f"unknown engine '{engine}': use 'reference' or 'integer'")
     return interp.run(graph, inputs, intermediates=intermediates)
+
+
+from . import float_ops_extra  # noqa: E402,F401  (registers the ops of exported models)

@@ -269,6 +269,8 @@ for _engine in ENGINES:
 def _dequantize(self, node, x):
     """(x - zp) * scale in double, rounded once to float32 (TFLite's Dequantize)."""
     codes = np.asarray(x, np.float64) - node.attrs["zero_point"]
+    if node.attrs.get("float64"):  # a float island's operand (quantize_network's exclude)
+        return codes * float(node.attrs["scale"])
     return (codes * float(np.float32(node.attrs["scale"]))).astype(np.float32)
 
 

@@ -39,6 +39,21 @@ class OpType(str, Enum):
     REDUCE_SUM = "ReduceSum"
     IDENTITY = "Identity"
     DROPOUT = "Dropout"
+    # Operators of exported ImageNet / audio models (float reference first). ONNX
+    # Split imports as one Slice per output and n-ary Sum as a chain of Adds;
+    # 1-D Conv/pools import as 2-D ones over a unit height (see onnx_rewrite).
+    REDUCE_MEAN = "ReduceMean"
+    RESIZE = "Resize"
+    SLICE = "Slice"
+    CONV_TRANSPOSE = "ConvTranspose"
+    DEPTH_TO_SPACE = "DepthToSpace"
+    LRN = "LRN"
+    HARD_SIGMOID = "HardSigmoid"
+    HARD_SWISH = "HardSwish"
+    PRELU = "PRelu"
+    ERF = "Erf"
+    GELU = "Gelu"
+    POW = "Pow"
     # PTQ operators: a float rescale, and a rescale + round + clip to n bits.
     SCALING = "Scaling"
     QUANTIZER = "Quantizer"
@@ -90,6 +105,20 @@ OPS: dict[OpType, OpSpec] = {
     OpType.REDUCE_SUM: OpSpec(1, 1, ("axes",)),
     OpType.IDENTITY: _UNARY,
     OpType.DROPOUT: _UNARY,
+    # axes=None reduces every axis; keepdims defaults to 1 as in ONNX.
+    OpType.REDUCE_MEAN: OpSpec(1, 1, ("axes",)),
+    # mode "nearest" only; `scales` (one per axis) or `sizes` (None for a free dim).
+    OpType.RESIZE: OpSpec(1, 1, ("mode",)),
+    OpType.SLICE: OpSpec(1, 1, ("starts", "ends", "axes")),
+    OpType.CONV_TRANSPOSE: OpSpec(2, 3),
+    OpType.DEPTH_TO_SPACE: OpSpec(1, 1, ("blocksize",)),
+    OpType.LRN: OpSpec(1, 1, ("size",)),
+    OpType.HARD_SIGMOID: _UNARY,
+    OpType.HARD_SWISH: _UNARY,
+    OpType.PRELU: _BINARY,  # slope is the second operand (a constant once imported)
+    OpType.ERF: _UNARY,
+    OpType.GELU: _UNARY,
+    OpType.POW: _BINARY,
     OpType.SCALING: OpSpec(1, 1, ("scale",)),
     OpType.QUANTIZER: OpSpec(1, 1, ("scale", "rounding", "lo", "hi")),
     OpType.LOOKUP: OpSpec(1, 1, ("table", "offset")),
@@ -107,6 +136,7 @@ POSITIVE_HOMOGENEOUS = frozenset(
         OpType.RELU, OpType.LEAKY_RELU, OpType.MAXPOOL, OpType.AVGPOOL,
         OpType.GLOBAL_AVGPOOL, OpType.IDENTITY, OpType.DROPOUT, OpType.FLATTEN,
         OpType.RESHAPE, OpType.TRANSPOSE, OpType.SQUEEZE, OpType.UNSQUEEZE, OpType.PAD,
+        OpType.SLICE, OpType.DEPTH_TO_SPACE, OpType.RESIZE,
     }
 )
 # Seamless ops carry a scale through unchanged (quantized graphs keep them as-is).
@@ -114,14 +144,21 @@ SEAMLESS = POSITIVE_HOMOGENEOUS
 # Ops that only move data around (no arithmetic at all).
 LAYOUT = frozenset(
     {OpType.FLATTEN, OpType.RESHAPE, OpType.TRANSPOSE, OpType.SQUEEZE,
-     OpType.UNSQUEEZE, OpType.IDENTITY, OpType.DROPOUT}
+     OpType.UNSQUEEZE, OpType.IDENTITY, OpType.DROPOUT, OpType.SLICE, OpType.DEPTH_TO_SPACE}
 )
 # Nonlinear ops with no integer form: the PTQ refuses graphs that use them.
-NOT_QUANTIZABLE = frozenset({OpType.SIGMOID, OpType.TANH, OpType.SOFTMAX, OpType.DIV,
-                             OpType.REDUCE_SUM, OpType.LOOKUP, OpType.DEQUANTIZE})
+# (Sigmoid, Tanh, HardSigmoid, HardSwish, Erf, Gelu: lookup tables; Div by a constant and
+# ReduceMean over H, W: affine / pool rewrites in ptq/elementwise_affine.py; their other
+# forms are refused by `prepare`, naming the node, or kept in float with `exclude`/`fallback`.)
+NOT_QUANTIZABLE = frozenset({OpType.SOFTMAX,
+                             OpType.REDUCE_SUM, OpType.LOOKUP, OpType.DEQUANTIZE,
+                             # imported, float reference only so far
+                             OpType.RESIZE, OpType.SLICE,
+                             OpType.CONV_TRANSPOSE, OpType.DEPTH_TO_SPACE, OpType.LRN,
+                             OpType.PRELU, OpType.POW})
 # Ops whose output is never negative: the sign optimisation marks them unsigned.
 NON_NEGATIVE = frozenset({OpType.RELU})
 # Ops that only reorder or pick values: they keep the sign of their input.
 SIGN_PRESERVING = frozenset(
-    {OpType.MAXPOOL, OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL, OpType.PAD} | LAYOUT
+    {OpType.MAXPOOL, OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL, OpType.PAD, OpType.RESIZE} | LAYOUT
 )

@@ -1,8 +1,10 @@
 """`verify(graph)`: the invariants every pass must preserve.
 
 Checked: acyclicity, every operand exists and matches an edge, arity and
-required attributes per op, graph inputs/outputs exist, and, where shapes are
-known (`meta["shape"]`), that affine weights fit their input.
+required attributes per op, each node's own attributes (`validate.check_node`:
+window geometry, Gemm flags, quantizer parameters), graph inputs/outputs exist,
+and, where shapes are known (`meta["shape"]`), that affine weights fit their input.
+Linear in the graph size (a PTQ pass calls it after every step).
 """
 from __future__ import annotations
 
@@ -10,16 +12,26 @@ from ..errors import GraphError
 from .graph import Graph
 from .node import META_SHAPE, Node
 from .ops import OPS, OpType
+from .validate import check_node
 
 
 def verify(graph: Graph) -> None:
     """Raise `GraphError` naming the first broken invariant; return None if sound."""
-    if not graph.is_acyclic():
-        raise GraphError(f"graph '{graph.name}' has a cycle")
+    verified_order(graph)
+
+
+def verified_order(graph: Graph) -> list[Node]:
+    """`verify`, returning the topological order it walked (`graph.topo_order()`,
+    which refuses a cycle), so a caller need not sort again."""
+    order = graph.topo_order()
     edges = graph.edges()
-    for node in graph.topo_order():
-        _check_operands(graph, node, edges)
+    incoming: dict[str, set] = {}  # per destination, built once: scanning `edges` per node is O(n^2)
+    for src, dst in edges:
+        incoming.setdefault(dst, set()).add(src)
+    for node in order:
+        _check_operands(graph, node, edges, incoming.get(node.name, set()))
         _check_spec(node)
+        check_node(node)
         _check_shapes(graph, node)
     for name in graph.inputs:
         if name not in graph or graph.node(name).op is not OpType.INPUT:
@@ -29,15 +41,15 @@ def verify(graph: Graph) -> None:
     for name in graph.outputs:
         if name not in graph:
             raise GraphError(f"graph output '{name}' does not exist")
+    return order
 
 
-def _check_operands(graph: Graph, node: Node, edges: set) -> None:
+def _check_operands(graph: Graph, node: Node, edges: set, incoming: set) -> None:
     for src in node.inputs:
-        if src not in graph:
-            raise GraphError(f"node '{node.name}': input '{src}' does not exist")
+        if not isinstance(src, str) or src not in graph:
+            raise GraphError(f"node '{node.name}': input {src!r} does not exist")
         if (src, node.name) not in edges:
             raise GraphError(f"node '{node.name}': input '{src}' has no edge")
-    incoming = {s for s, d in edges if d == node.name}
     if incoming != set(node.inputs):
         raise GraphError(f"node '{node.name}': edges {sorted(incoming)} != inputs {node.inputs}")
 
@@ -66,7 +78,9 @@ def _check_shapes(graph: Graph, node: Node) -> None:
     w_shape = w_node.attrs["value"].shape
     if node.op is OpType.CONV:
         group = node.attrs.get("group", 1)
-        ok = len(x_shape) == len(w_shape) and x_shape[1] == w_shape[1] * group
+        ok = len(x_shape) == len(w_shape) >= 2 and x_shape[1] == w_shape[1] * group
+    elif len(w_shape) != 2 or not len(x_shape):
+        ok = False
     else:
         k_in = w_shape[1] if node.attrs.get("transB", 0) else w_shape[0]
         k_x = x_shape[0] if node.attrs.get("transA", 0) else x_shape[-1]

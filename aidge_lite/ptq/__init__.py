@@ -18,9 +18,12 @@ from .cross_layer_equalization import cross_layer_equalization
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
 from .config import AIDGE_TARGET, PassReport, PTQConfig
 from .finalize import finalize
+from .float_islands import FloatFallbackWarning, split_options
 from .insert_scaling import insert_scaling
+from .lookup_tables import realize
 from .normalize_activations import normalize_activations
 from .normalize_parameters import normalize_parameters
+from .options import check_options
 from .prepare import prepare
 from .quantize import quantize
 from .single_shift import single_shift
@@ -38,6 +41,7 @@ PIPELINE = (
     normalize_activations,
     quantize,
     single_shift,
+    realize,
     bias_correction,
     finalize,
 )
@@ -89,7 +93,7 @@ def quantize_network(
     graph: Graph,
     calibration,
     *,
-    nb_bits: int = 8,
+    nb_bits: int | dict = 8,
     preset: str | None = None,
     no_quant: bool = False,
     clipping: str | None = None,
@@ -102,6 +106,8 @@ def quantize_network(
     compat: str | None = None,
     spec: str | None = None,
     batch_size: int = DEFAULT_BATCH,
+    exclude=None,
+    fallback: bool = False,
 ) -> Graph:
     """Return a quantized copy of `graph`; `graph` itself is left untouched.
 
@@ -119,7 +125,19 @@ def quantize_network(
     clipping formulas, its signed and never-clipped input, CLE on by default, and with
     no `target` its arithmetic: round half to even, rescale by a float32 multiplier
     with a float32 product.
+    Mixed precision (`ptq/float_islands.py`): `nb_bits` may be a dict {node name or op
+    type: bits} (key "default": the others, 8 if absent); `exclude=[node names or op
+    types]` keeps those nodes in float (float64 in both engines, between a DEQUANTIZE
+    and a quantizer; listed in `meta["float_nodes"]`); `fallback=True` keeps every node
+    the PTQ cannot quantize in float with a `FloatFallbackWarning` (else such a node
+    raises a `QuantizationError` naming it).
+    `target` is a `Target` or a profile name of `aidge_lite.target.PROFILES` ("tflite", ...).
+    Every option is checked before any pass runs (`QuantizationError` naming it).
     """
+    nb_bits, node_bits, exclude, fallback = split_options(nb_bits, exclude, fallback)
+    if spec is not None and (node_bits or exclude or fallback):
+        raise QuantizationError(f"spec={spec!r} quantizes every node at 8 bits: no per-node nb_bits, "
+                                "exclude or fallback")
     if spec is not None and preset is not None:
         raise QuantizationError(f"preset={preset!r} and spec={spec!r} exclude each other: a spec fixes the options")
     if compat == "aidge" and cle is None:
@@ -129,6 +147,8 @@ def quantize_network(
                           bias_correction=bias_correction)
     clipping, cle, optimize_signs = opts["clipping"], opts["cle"], opts["optimize_signs"]
     single_shift, per_channel, bias_correction = opts["single_shift"], opts["per_channel"], opts["bias_correction"]
+    batch_size, target = check_options(graph, batch_size=batch_size, target=target, no_quant=no_quant,
+                                       nb_bits=nb_bits, optimize_signs=optimize_signs)
     passes = PIPELINE
     if spec is not None:
         passes = _spec_pipeline(spec, nb_bits=nb_bits, no_quant=no_quant, clipping=clipping,
@@ -140,8 +160,9 @@ def quantize_network(
         clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
         per_channel=per_channel, bias_correction=bias_correction,
         target=target or (AIDGE_TARGET if compat == "aidge" else Target()),
-        compat=compat,
+        compat=compat, node_bits=node_bits, exclude=exclude, fallback=fallback,
     )
+    _check_quantizable(graph)
     qgraph = graph.copy()
     reports = run_pipeline(qgraph, cfg, passes)
     qgraph.meta["ptq_passes"] = [{"pass": r.name, "modified": r.modified} for r in reports]
@@ -149,8 +170,28 @@ def quantize_network(
         "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
         "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
         "bias_correction": bias_correction, "compat": compat, "spec": spec, "preset": preset,
+        "exclude": list(exclude), "fallback": fallback, "node_bits": dict(node_bits),
     }
     return qgraph
+
+
+def _check_quantizable(graph: Graph) -> None:
+    """Refuse up front (issue 20) what no pass can quantize: a NaN/Inf constant (its range is
+    not finite), and a graph output computed from constants only (no range to calibrate)."""
+    for node in graph.nodes():
+        value = node.attrs.get("value") if node.op.value == "Constant" else None
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise QuantizationError(f"constant '{node.name}' holds NaN or Inf values: cannot quantize it")
+    for name in graph.outputs:
+        stack, seen = [name], {name}
+        while stack and graph.node(stack[-1]).name not in graph.inputs:
+            for src in graph.node(stack.pop()).inputs:
+                if src not in seen:
+                    seen.add(src)
+                    stack.append(src)
+        if not stack:
+            raise QuantizationError(f"graph output '{name}' depends on no graph input (constants only): "
+                                    "nothing to quantize")
 
 
 def _spec_pipeline(spec, *, target, **options):
@@ -190,4 +231,4 @@ def dequantize(qgraph: Graph, outputs: dict) -> dict:
     return result
 
 
-__all__ = ["PIPELINE", "PRESETS", "preset_options", "quantize_network", "dequantize", "run_pipeline", "PTQConfig", "PassReport"]
+__all__ = ["FloatFallbackWarning", "PIPELINE", "PRESETS", "preset_options", "quantize_network", "dequantize", "run_pipeline", "PTQConfig", "PassReport"]

@@ -28,9 +28,13 @@ It takes two steps of the pipeline, both no-ops unless `bias_correction=True`:
   `meta["float_mean"]` of each affine node.
 - `bias_correction` runs after `single_shift` (which re-rounds the weights:
   the correction must see the final integer weights and rescales) and before
-  `finalize`. It streams the calibration set once per affine layer, through
-  that layer's ancestors only, pops `meta["float_mean"]` and rewrites only the
-  integer bias constants. The integer engine therefore stays bit-exact with the
+  `finalize`. It walks the graph node-major (`node_major.NodeMajor`): every
+  node is computed once for the whole calibration set, keeping the batches of
+  the tensors still needed (compact integers, spilled to temporary files past
+  the memory budget), and a corrected layer is recomputed once, so the cost is
+  about two passes instead of one pass per layer (same results: the same
+  batches go through the same ops). It pops `meta["float_mean"]` and rewrites
+  only the integer bias constants. The integer engine therefore stays bit-exact with the
   reference engine. A corrected bias is clipped to the target's accumulator
   range (noted in the report) and stored as int32, or int64 if it needs it.
 
@@ -44,11 +48,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..interp.reference import ReferenceInterpreter
-from ..ir import AFFINE, Graph, OpType
+from ..ir import AFFINE, Graph
 from .config import PassReport, PTQConfig
-from .quantize import _collapse, round_half_away
-from .rescale import effective_multiplier
-from .walk import RESCALING, propagate
+from .float_islands import is_float
+from .node_major import NodeMajor
+from .quantize import factor_rule, round_half_away
+from .walk import propagate
 
 META_FLOAT_MEAN = "float_mean"
 NO_QUANT_REASON = "no_quant: weights and biases stay float and unrounded, nothing to correct"
@@ -61,7 +66,7 @@ def record_float_means(graph: Graph, cfg: PTQConfig) -> PassReport:
         return PassReport("record_float_means", False, {})
     if cfg.no_quant:
         return PassReport("record_float_means", False, {"skipped": NO_QUANT_REASON})
-    affines = [n.name for n in graph.topo_order() if n.op in AFFINE]
+    affines = [n.name for n in graph.topo_order() if n.op in AFFINE and not is_float(n)]
     means = channel_means(graph, cfg, affines)
     for name, mean in means.items():
         graph.node(name).meta[META_FLOAT_MEAN] = mean
@@ -79,22 +84,33 @@ def bias_correction(graph: Graph, cfg: PTQConfig) -> PassReport:
     limit = 1 << (cfg.target.acc_bits - 1)
     factors = accumulator_factors(graph)
     corrected, clipped = {}, []
+    walk = NodeMajor(graph, cfg.calibration)  # each layer computed once, not once per later layer
+    try:
+        _correct_layers(graph, walk, factors, limit, corrected, clipped)
+    finally:
+        walk.close()
+    return PassReport("bias_correction", bool(corrected), {"corrected": corrected, "clipped": clipped})
+
+
+def _correct_layers(graph, walk, factors, limit, corrected, clipped) -> None:
     for node in graph.topo_order():
-        if node.op not in AFFINE or META_FLOAT_MEAN not in node.meta:
+        if node.op not in AFFINE or META_FLOAT_MEAN not in node.meta or is_float(node):
             continue
         float_mean = node.meta.pop(META_FLOAT_MEAN)
-        quant_mean = channel_means(graph, cfg, [node.name])[node.name]
+        sums, count = walk.advance_to(node.name)
+        quant_mean = sums / count
         shift = round_half_away(np.broadcast_to(factors[node.name], float_mean.shape) * float_mean
                                 - quant_mean)
         b_name = node.inputs[2]
-        bias = graph.constant(b_name).astype(np.int64) + shift.astype(np.int64)
+        old = graph.constant(b_name).astype(np.int64)
+        bias = old + shift.astype(np.int64)
         if bias.max(initial=0) >= limit or bias.min(initial=0) < -limit:
             clipped.append(node.name)
             bias = np.clip(bias, -limit, limit - 1)
         graph.set_constant(b_name, bias.astype(np.int32 if np.abs(bias).max(initial=0) < 2**31 else np.int64))
+        walk.shift_output(node.name, bias - old, b_name)  # later layers read the corrected output
         corrected[node.name] = {"max_abs_shift": int(np.abs(shift).max(initial=0)),
                                 "channels_shifted": int(np.count_nonzero(shift))}
-    return PassReport("bias_correction", bool(corrected), {"corrected": corrected, "clipped": clipped})
 
 
 def accumulator_factors(graph: Graph) -> dict[str, np.ndarray]:
@@ -103,15 +119,11 @@ def accumulator_factors(graph: Graph) -> dict[str, np.ndarray]:
     factors: dict[str, np.ndarray] = {}
 
     def rule(node, operands):
-        if node.op is OpType.INPUT:
-            return 1.0
-        if node.op in AFFINE:
+        if node.op in AFFINE and not is_float(node):
             factors[node.name] = np.asarray(operands[0] * np.asarray(node.attrs.get("weight_scale", 1.0),
                                                                     np.float64))
             return factors[node.name]
-        if node.op in RESCALING:
-            return _collapse(operands[0] * effective_multiplier(node.attrs))
-        return operands[0]
+        return factor_rule(node, operands)
 
     propagate(graph, rule)
     return factors

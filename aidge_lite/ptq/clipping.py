@@ -75,6 +75,7 @@ from ..errors import CalibrationError
 from ..ir import Graph
 from ..ir.node import META_HIST, META_RANGE, META_SIGNED
 from .config import PassReport, PTQConfig
+from .float_islands import bits_of
 from .histograms import collect_histograms, histogram_bins
 from .walk import RESCALING
 
@@ -372,7 +373,8 @@ def optimize_clipping(graph: Graph, cfg: PTQConfig) -> PassReport:
     if cfg.calibration is None:
         raise CalibrationError("optimize_clipping needs calibration data (a second read)")
     compat = cfg.compat == "aidge"
-    bins = histogram_bins(cfg.nb_bits, cfg.compat)
+    widest = max([cfg.nb_bits] + list(cfg.node_bits.values()))
+    bins = histogram_bins(widest, cfg.compat)
     # KL on the magnitudes of a signed pre-ReLU tensor fits the negative bulk the ReLU discards
     # (lenet, 8 bits: conv1 clipped to 3 % of its range, 41 % accuracy): histogram what survives
     collect_histograms(graph, cfg.calibration, bins, binning="round" if compat else "floor",
@@ -394,7 +396,7 @@ def optimize_clipping(graph: Graph, cfg: PTQConfig) -> PassReport:
         mode = cfg.clipping
         if mode == "kl" and node.attrs.get("role") == "input" and not compat:
             mode = "mse"  # KL is degenerate on discrete inputs (pixels): see module doc
-        ratio = clip_ratio(node.meta[META_HIST], cfg.nb_bits, mode, signed=signed,
+        ratio = clip_ratio(node.meta[META_HIST], bits_of(node, cfg), mode, signed=signed,
                            compat=cfg.compat)
         node.meta["clip"] = ratio * rng
         ratios[node.name] = ratio

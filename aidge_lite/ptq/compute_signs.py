@@ -4,7 +4,8 @@ With `optimize_signs`, a tensor known to be non-negative is quantized to
 [0, 2^n - 1] (2^n - 1 levels) instead of [-2^(n-1), 2^(n-1) - 1], doubling
 its resolution. The sign map, per tensor (True = non-negative):
 - a graph input is non-negative when every calibration value is >= 0;
-- Relu outputs are non-negative; sign-preserving ops (pools, layout, Pad 0)
+- Relu, Clip(lo >= 0), Sigmoid and HardSigmoid outputs are non-negative (a
+  float island's as calibrated); sign-preserving ops (pools, layout, Pad 0)
   keep their input's sign; Concat and Add are non-negative only if every
   operand is; an affine output is signed;
 - a rescaling node is unsigned when its input is non-negative, or when every
@@ -27,6 +28,17 @@ from __future__ import annotations
 from ..ir import JOINING, NON_NEGATIVE, SIGN_PRESERVING, Graph, OpType
 from ..ir.node import META_SIGNED
 from .config import PassReport, PTQConfig
+from .float_islands import is_float
+from .quantize import LOOKUP_OPS
+
+# lookup ops whose output is never negative
+NON_NEGATIVE_LOOKUPS = frozenset({OpType.SIGMOID, OpType.HARD_SIGMOID})
+
+
+def _clamps_negatives(node) -> bool:
+    """A quantized Clip with lo >= 0 (ReLU6): non-negative output, like a Relu."""
+    low = node.attrs.get("min")
+    return node.op is OpType.CLIP and not is_float(node) and low is not None and float(low) >= 0.0
 from .walk import RESCALING, branch_rescaler, propagate
 
 
@@ -34,15 +46,18 @@ def sign_map(graph: Graph) -> dict[str, bool]:
     """Non-negativity of every tensor, True where the tensor is never negative."""
 
     def rule(node, operands):
-        if node.op is OpType.INPUT:
+        if node.op is OpType.INPUT or is_float(node):  # float values: as calibrated
             return node.meta.get("min", -1.0) >= 0.0
-        if node.op in NON_NEGATIVE:
+        if node.op in NON_NEGATIVE or _clamps_negatives(node):
             return True
+        if node.op in LOOKUP_OPS:
+            return node.op in NON_NEGATIVE_LOOKUPS
         if node.op in RESCALING:
             readers = graph.consumers(node.name)
-            relu_only = bool(readers) and all(r.op in NON_NEGATIVE for r in readers)
+            relu_only = bool(readers) and all(r.op in NON_NEGATIVE or _clamps_negatives(r) for r in readers)
             return operands[0] or (relu_only and node.name not in graph.outputs)
-        if node.op in SIGN_PRESERVING or node.op in (OpType.ADD, OpType.CONCAT):
+        if node.op in SIGN_PRESERVING or node.op in (OpType.ADD, OpType.CONCAT, OpType.MUL,
+                                                       OpType.DEQUANTIZE, OpType.CLIP):
             return all(operands)  # (Sub of non-negatives can be negative)
         return False
 
@@ -69,7 +84,7 @@ def _align_join_levels(graph: Graph) -> list[str]:
     """Joins need one level for all operands: mixed operand rescalers all go signed."""
     forced = []
     for node in graph.topo_order():
-        if node.op not in JOINING:
+        if node.op not in JOINING or is_float(node):
             continue
         rescalers = [branch_rescaler(graph, src) for src in node.inputs]
         if len({r.meta[META_SIGNED] for r in rescalers}) > 1:

@@ -29,12 +29,20 @@ class PTQConfig:
     bias_correction: bool = False
     target: Target = field(default_factory=Target)
     compat: str | None = None  # "aidge" reproduces the reference library's formulas
+    # per-node bit widths {node name or op type: bits} (over `nb_bits`), nodes or op types
+    # kept in float, and whether an op with no integer form falls back to float by itself
+    node_bits: dict = field(default_factory=dict)
+    exclude: tuple = ()
+    fallback: bool = False
 
     def __post_init__(self):
         if isinstance(self.nb_bits, bool) or not isinstance(self.nb_bits, int) or not 2 <= self.nb_bits <= 16:
             raise QuantizationError(f"nb_bits must be an int in 2..16, got {self.nb_bits!r}")
         if self.clipping not in CLIPPINGS:
             raise QuantizationError(f"clipping must be one of {CLIPPINGS}, got {self.clipping!r}")
+        for key, bits in self.node_bits.items():
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+                raise QuantizationError(f"nb_bits[{key!r}] must be an int in 2..16, got {bits!r}")
         if self.compat not in (None, "aidge"):
             raise QuantizationError(f"compat must be None or 'aidge', got {self.compat!r}")
 

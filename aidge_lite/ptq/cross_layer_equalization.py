@@ -27,6 +27,7 @@ import numpy as np
 from ..ir import AFFINE, Graph, OpType
 from ..ir.node import META_SHAPE
 from .config import PassReport, PTQConfig
+from .float_islands import is_float
 
 TARGET_DELTA = 0.01
 MAX_SWEEPS = 200
@@ -42,14 +43,16 @@ def equalization_pairs(graph: Graph) -> list[tuple[str, str]]:
     """(A, B) affine pairs joined by a private chain of positively homogeneous ops."""
     pairs = []
     for node in graph.topo_order():
-        if node.op not in AFFINE:
-            continue
+        if node.op not in AFFINE or is_float(node):
+            continue  # (an excluded node keeps its float weights untouched)
         current = node
         while True:
             readers = graph.consumers(current.name)
             if len(readers) != 1 or current.name in graph.outputs:
                 break
             reader = readers[0]
+            if is_float(reader):
+                break
             if reader.op in AFFINE and reader.inputs[0] == current.name:
                 pairs.append((node.name, reader.name))
                 break

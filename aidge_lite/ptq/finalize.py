@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..ir import Graph
 from .config import PassReport, PTQConfig
+from .float_islands import is_float
 from .quantize import check_gemmlowp_headroom, output_scales
 
 
@@ -34,4 +35,7 @@ def finalize(graph: Graph, cfg: PTQConfig) -> PassReport:
     if graph.meta.get("integer") and cfg.target.rescale == "gemmlowp":
         check_gemmlowp_headroom(graph, cfg)
     graph.meta["output_scale"] = output_scales(graph)
+    float_nodes = [n.name for n in graph.topo_order() if is_float(n)]
+    if float_nodes:
+        graph.meta["float_nodes"] = float_nodes  # the float islands (exclude / fallback), final names
     return PassReport("finalize", bool(renamed), {"renamed": renamed})

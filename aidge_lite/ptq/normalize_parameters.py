@@ -13,6 +13,11 @@ An all-zero weight tensor (or channel) keeps alpha = 1: nothing to normalise,
 and no division by zero. `attrs["weight_scale"]` records 1/alpha, the factor
 applied to the float weights, for the report and the export.
 
+Lookup-table ops and Clip compute on real values: the private rescaler before
+each divides by the factor it receives, so they see (and the table op returns)
+real values while calibrating. Float islands do the same through their
+DEQUANTIZE operands; a Mul of two activations multiplies the factors.
+
 Requires: `insert_scaling`. Ensures: |W| <= 1 for every affine node.
 """
 from __future__ import annotations
@@ -21,6 +26,9 @@ import numpy as np
 
 from ..ir import AFFINE, JOINING, Graph, OpType
 from .config import PassReport, PTQConfig
+from .elementwise_affine import LOWERED
+from .float_islands import is_float
+from .quantize import LOOKUP_OPS, restarts
 from .walk import RESCALING, branch_rescaler, propagate
 
 
@@ -47,10 +55,23 @@ def normalize_parameters(graph: Graph, cfg: PTQConfig) -> PassReport:
     alphas: dict[str, object] = {}
 
     def rule(node, factors):
-        if node.op is OpType.INPUT:
+        if node.op is OpType.DEQUANTIZE:  # a float island's operand: back to real values
+            node.attrs["scale"] = 1.0 / float(factors[0])
             return 1.0
+        if node.op in LOOKUP_OPS or node.op is OpType.CLIP:
+            if not is_float(node):  # the op must see real values: its private rescaler undoes the factor
+                rescaler = graph.node(node.inputs[0])
+                rescaler.attrs["scale"] = rescaler.attrs["scale"] / float(factors[0])
+            return 1.0
+        if restarts(node):
+            return 1.0
+        if node.op is OpType.MUL:
+            return factors[0] * factors[1]
         if node.op in AFFINE:
-            return _normalize_affine(graph, node, factors[0], cfg.per_channel, cfg.nb_bits, alphas)
+            # a per-channel affine made from arithmetic with constants (one weight per channel):
+            # per channel, every weight quantizes to exactly +-(2^(n-1) - 1)
+            per_channel = cfg.per_channel or bool(node.meta.get(LOWERED))
+            return _normalize_affine(graph, node, factors[0], per_channel, cfg.nb_bits, alphas)
         if node.op in RESCALING:
             return _settle_channels(node, factors[0])
         if node.op in JOINING:

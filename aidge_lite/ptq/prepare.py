@@ -20,37 +20,49 @@ from ..interp.shapes import infer_shapes
 from ..ir import AFFINE, Graph, OpType
 from ..ir.node import META_SHAPE
 from .config import PassReport, PTQConfig
+from .elementwise_affine import lower_constant_arithmetic
+from .float_islands import is_float, refuse_or_fall_back, select
+from .lookup_tables import LOOKUP_OPS
 
 QUANTIZABLE = frozenset(
     {OpType.INPUT, OpType.CONSTANT, OpType.CONV, OpType.GEMM, OpType.ADD, OpType.CONCAT,
      OpType.RELU, OpType.MAXPOOL, OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL, OpType.FLATTEN,
      OpType.RESHAPE, OpType.TRANSPOSE, OpType.SQUEEZE, OpType.UNSQUEEZE, OpType.PAD,
-     OpType.SCALING}
-)
+     OpType.SCALING, OpType.SUB, OpType.CLIP, OpType.MUL, OpType.SLICE, OpType.DEPTH_TO_SPACE,
+     OpType.RESIZE}
+) | LOOKUP_OPS
 
 
 def prepare(graph: Graph, cfg: PTQConfig) -> PassReport:
     report = PassReport("prepare")
     notes = report.notes
     graph.meta.setdefault("float_outputs", list(graph.outputs))
+    notes["selected"] = select(graph, cfg)  # on the float graph's names, before any fusion
     infer_shapes(graph)  # the rewrites below read shapes; hand-built graphs may lack them
     if cfg.compat == "aidge":
         notes["float64_constants"] = _float64_constants(graph)
     notes["folded_constants"] = _fold_constants(graph)
     notes["popped_softmax"] = _pop_final_softmax(graph)
     notes["removed_noops"] = _remove_noops(graph)
-    notes["matmul_to_gemm"] = [_matmul_to_gemm(graph, n) for n in _ops(graph, OpType.MATMUL)]
+    notes["matmul_to_gemm"] = [_matmul_to_gemm(graph, n) for n in _ops(graph, OpType.MATMUL)
+                               if _matmul_is_affine(graph, n)]  # (other MatMuls: refused below)
+    fell_back: list[str] = []
     for node in _ops(graph, OpType.GEMM):
+        if node.attrs.get("transA", 0) or not graph.is_constant(node.inputs[1]):
+            refuse_or_fall_back(node, "Gemm with transA or a non-constant weight", cfg, fell_back)
+            continue
         _canonical_gemm(graph, node)
     for node in _ops(graph, OpType.CONV):
-        if not graph.is_constant(node.inputs[1]):
-            raise QuantizationError(f"node '{node.name}': Conv weights must be a constant")
+        if not all(graph.is_constant(i) for i in node.inputs[1:]):
+            refuse_or_fall_back(node, "Conv weights must be a constant", cfg, fell_back)
+            continue
         _ensure_bias(graph, node, graph.constant(node.inputs[1]).shape[0])
     notes["fused_bias_adds"] = [n for n in (_fuse_bias_add(graph, a) for a in _affines(graph)) if n]
-    notes["folded_batchnorms"] = [_fold_batchnorm(graph, n) for n in _ops(graph, OpType.BATCHNORM)]
+    notes["folded_batchnorms"] = [n.name for n in _ops(graph, OpType.BATCHNORM) if _fold_batchnorm(graph, n)]
+    notes["constant_arithmetic"] = lower_constant_arithmetic(graph)
     graph.prune()
     infer_shapes(graph)
-    _check_quantizable(graph)
+    notes["fell_back"] = fell_back + _check_quantizable(graph, cfg)
     report.modified = any(bool(v) for v in notes.values())
     return report
 
@@ -69,11 +81,18 @@ def _float64_constants(graph) -> list[str]:
 
 
 def _ops(graph, op):
-    return [n for n in graph.topo_order() if n.op is op]
+    """Nodes of type `op` the PTQ will quantize (excluded nodes keep their float form)."""
+    return [n for n in graph.topo_order() if n.op is op and not is_float(n)]
 
 
 def _affines(graph):
-    return [n for n in graph.topo_order() if n.op in AFFINE]
+    return [n for n in graph.topo_order() if n.op in AFFINE and not is_float(n)]
+
+
+def _matmul_is_affine(graph, node) -> bool:
+    """x @ W with a constant 2-D W on a 2-D x becomes a Gemm; other MatMuls are left to the check."""
+    return graph.is_constant(node.inputs[1]) and not graph.is_constant(node.inputs[0]) \
+        and graph.constant(node.inputs[1]).ndim == 2 and len(node.meta.get(META_SHAPE, ())) == 2
 
 
 def _fold_constants(graph) -> list[str]:
@@ -106,7 +125,7 @@ def _pop_final_softmax(graph) -> list[str]:
     popped = []
     for name in list(graph.outputs):
         node = graph.node(name)
-        if node.op is OpType.SOFTMAX:
+        if node.op is OpType.SOFTMAX and not is_float(node):  # (an excluded one stays, in float)
             graph.bypass(name)
             popped.append(name)
     return popped
@@ -183,7 +202,8 @@ def _per_channel_constant(value, out_channels, channel_axis, rank):
 
 def _fuse_bias_add(graph, affine) -> str | None:
     users = graph.consumers(affine.name)
-    if len(users) != 1 or users[0].op is not OpType.ADD or affine.name in graph.outputs:
+    if len(users) != 1 or users[0].op is not OpType.ADD or affine.name in graph.outputs \
+            or is_float(users[0]):
         return None
     add = users[0]
     other = [i for i in add.inputs if i != affine.name]
@@ -208,12 +228,13 @@ def _record_fused(affine, folded) -> None:
     affine.meta["onnx_output"] = folded.meta.get("onnx_output", folded.name)
 
 
-def _fold_batchnorm(graph, bn) -> str:
+def _fold_batchnorm(graph, bn) -> str | None:
+    """Fold into the Conv/Gemm before it; None when there is none (the BatchNorm is then
+    a per-channel affine node of its own: `elementwise_affine`)."""
     source = graph.node(bn.inputs[0])
-    if source.op not in AFFINE or len(graph.consumers(source.name)) != 1 or source.name in graph.outputs:
-        raise QuantizationError(
-            f"node '{bn.name}': BatchNormalization must follow a Conv/Gemm with no other reader"
-        )
+    if source.op not in AFFINE or is_float(source) or len(graph.consumers(source.name)) != 1 \
+            or source.name in graph.outputs or not all(graph.is_constant(i) for i in bn.inputs[1:]):
+        return None
     scale, beta, mean, var = (graph.constant(i).astype(np.float64) for i in bn.inputs[1:])
     factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
     w_name, b_name = source.inputs[1], source.inputs[2]
@@ -227,14 +248,38 @@ def _fold_batchnorm(graph, bn) -> str:
     return bn.name
 
 
-def _check_quantizable(graph):
+def _check_quantizable(graph, cfg) -> list[str]:
+    """Every node must be one the PTQ quantizes, else excluded (`fallback`) or refused."""
+    fell_back: list[str] = []
     for node in graph.topo_order():
-        if node.op not in QUANTIZABLE:
-            raise QuantizationError(f"node '{node.name}': operator {node.op.value} cannot be quantized")
-        if node.op is OpType.PAD and (node.attrs.get("mode", "constant") != "constant"
-                                      or node.attrs.get("value", 0.0) != 0.0):
-            raise QuantizationError(f"node '{node.name}': only zero constant padding is quantizable")
-        if node.op in (OpType.ADD, OpType.CONCAT) and any(graph.is_constant(i) for i in node.inputs):
-            raise QuantizationError(f"node '{node.name}': {node.op.value} with a constant operand")
-        if node.op in AFFINE and not all(graph.is_constant(i) for i in node.inputs[1:]):
-            raise QuantizationError(f"node '{node.name}': weights and bias must be constants")
+        if is_float(node):
+            continue
+        reason = _unquantizable(graph, node, cfg)
+        if reason:
+            refuse_or_fall_back(node, reason, cfg, fell_back)
+    return fell_back
+
+
+def _unquantizable(graph, node, cfg) -> str | None:
+    if node.op not in QUANTIZABLE:
+        return f"operator {node.op.value} cannot be quantized"
+    if node.op is OpType.PAD and (node.attrs.get("mode", "constant") != "constant"
+                                  or node.attrs.get("value", 0.0) != 0.0):
+        return "only zero constant padding is quantizable"
+    if node.op in (OpType.ADD, OpType.SUB, OpType.CONCAT, OpType.MUL) \
+            and any(graph.is_constant(i) for i in node.inputs):
+        return f"{node.op.value} with a constant operand that is not per channel"
+    if node.op in AFFINE and not all(graph.is_constant(i) for i in node.inputs[1:]):
+        return "weights and bias must be constants"
+    if node.op in (OpType.ADD, OpType.SUB):  # one scale per element stream, no broadcasting kernels
+        shapes = {tuple(graph.node(i).meta[META_SHAPE]) for i in node.inputs
+                  if graph.node(i).meta.get(META_SHAPE) is not None}
+        if len(shapes) > 1:
+            return f"operands of shapes {sorted(shapes)} broadcast; the quantized graph needs equal shapes"
+    if node.op is OpType.CLIP and node.attrs.get("min") is None and node.attrs.get("max") is None:
+        return "Clip without bounds"
+    if node.op is OpType.RESIZE and node.attrs.get("mode", "nearest") != "nearest":
+        return f"Resize mode {node.attrs.get('mode')!r} (only 'nearest' moves codes without arithmetic)"
+    if cfg.no_quant and node.op in LOOKUP_OPS:
+        return f"{node.op.value} is a lookup table, which no_quant=True cannot express"
+    return None

@@ -13,6 +13,10 @@ rounded to float32 and the product computed in float32, as the reference's
 float32 Mul does (its float64 scale is cast to float32 after PTQ). Average pools
 become integer pools (exact sum, rounded division). `no_quant` keeps every
 scale but skips rounding and clipping (a check of the scale bookkeeping).
+n is per node (`float_islands.bits_of`: an affine node's weights and every
+rescaler have their own width). A Mul of two activations carries the product
+of its operands' levels; lookup-table ops, float islands and their DEQUANTIZE
+operands work on real values (level 1), like the graph input.
 
 Ensures: weights in int8/int16, biases in int32 (int64 if needed), each
 quantizer records its multiplier, rounding rule, clip range and output dtype,
@@ -28,12 +32,25 @@ from ..errors import QuantizationError
 from ..ir import AFFINE, JOINING, SEAMLESS, Graph, OpType
 from ..ir.node import META_SIGNED
 from .config import PassReport, PTQConfig
+from .float_islands import bits_of, from_float, is_float
 from .rescale import GEMMLOWP_DTYPES, effective_multiplier, encode_rescale
 from .walk import RESCALING, propagate
 
+# ops quantized as lookup tables (lookup_tables.py): in the float passes they see and
+# produce real values, so their output restarts at factor 1, like a graph input
+LOOKUP_OPS = frozenset({OpType.SIGMOID, OpType.TANH, OpType.LEAKY_RELU, OpType.HARD_SIGMOID,
+                        OpType.HARD_SWISH, OpType.GELU, OpType.ERF})
 
-def act_max(cfg: PTQConfig, signed: bool) -> int:
-    return cfg.act_signed_max if signed else cfg.act_unsigned_max
+
+def restarts(node) -> bool:
+    """True when `node`'s output is a real (unscaled) value in the float passes."""
+    return node.op is OpType.INPUT or is_float(node) or node.op is OpType.DEQUANTIZE \
+        or node.op in LOOKUP_OPS
+
+
+def act_max(cfg: PTQConfig, signed: bool, nb_bits: int | None = None) -> int:
+    bits = cfg.nb_bits if nb_bits is None else nb_bits
+    return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
 
 
 def clip_bounds(nb_bits: int, signed: bool) -> tuple[int, int]:
@@ -51,20 +68,26 @@ def round_half_away(values: np.ndarray) -> np.ndarray:
 
 def quantize(graph: Graph, cfg: PTQConfig) -> PassReport:
     integer = not cfg.no_quant
-    sw = cfg.weight_max
 
     def rule(node, levels):
-        if node.op is OpType.INPUT:
+        if node.op is OpType.DEQUANTIZE:
+            node.attrs["scale"] = node.attrs["scale"] / levels[0]
+            return 1.0
+        if restarts(node):
             return 1.0
         if node.op in AFFINE:
-            _quantize_affine(graph, node, sw, levels[0], integer, cfg.nb_bits)
+            sw = act_max(cfg, True, bits_of(node, cfg))
+            _quantize_affine(graph, node, sw, levels[0], integer, bits_of(node, cfg))
             return levels[0] * sw
         if node.op in RESCALING:
             signed = node.meta.get(META_SIGNED, True)
-            node.attrs["scale"] = node.attrs["scale"] * act_max(cfg, signed) / levels[0]
-            return act_max(cfg, signed)
+            top = act_max(cfg, signed, bits_of(node, cfg))
+            node.attrs["scale"] = node.attrs["scale"] * top / levels[0]
+            return top
         if node.op in JOINING and len(set(levels)) > 1:
             raise AssertionError(f"join '{node.name}' operands at levels {levels}")
+        if node.op is OpType.MUL:
+            return levels[0] * levels[1]
         return levels[0]
 
     propagate(graph, rule)
@@ -72,9 +95,15 @@ def quantize(graph: Graph, cfg: PTQConfig) -> PassReport:
         for node in graph.topo_order():
             if node.op is OpType.SCALING:
                 _to_quantizer(graph, node, cfg)
-            elif node.op in (OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL):
+            elif node.op is OpType.MUL and not is_float(node):
+                # a product of two activations: symmetric codes, so zero points of 0 (the
+                # integer Mul of interp/zero_point.py: an exact int64 product)
+                node.attrs["input_zero_points"] = [0, 0]
+            elif node.op in (OpType.AVGPOOL, OpType.GLOBAL_AVGPOOL) and not is_float(node):
                 node.attrs["rounding"] = cfg.target.rounding
     graph.meta.update(quantized=True, integer=integer, nb_bits=cfg.nb_bits, target=cfg.target.to_dict())
+    if cfg.node_bits:
+        graph.meta["node_bits"] = dict(cfg.node_bits)
     return PassReport("quantize", True, {"nb_bits": cfg.nb_bits, "integer": integer})
 
 
@@ -93,18 +122,19 @@ def _quantize_affine(graph, node, sw, level_in, integer, nb_bits):
 
 def _to_quantizer(graph, node, cfg):
     signed = node.meta.get(META_SIGNED, True)
-    lo, hi = clip_bounds(cfg.nb_bits, signed)
+    bits = bits_of(node, cfg)
+    lo, hi = clip_bounds(bits, signed)
     node.op = OpType.QUANTIZER
     node.attrs.update(
-        rounding=cfg.target.rounding, lo=lo, hi=hi, dtype=int_dtype(cfg.nb_bits, signed),
+        rounding=cfg.target.rounding, lo=lo, hi=hi, dtype=int_dtype(bits, signed),
         signed=signed,
     )
-    from_float = graph.node(node.inputs[0]).op is OpType.INPUT
-    mode = "float" if from_float else cfg.target.rescale
+    float_in = from_float(graph, node)
+    mode = "float" if float_in else cfg.target.rescale
     if mode == "gemmlowp":
         check_gemmlowp_quantizer(node, cfg)
     node.attrs.update(encode_rescale(node.attrs["scale"], mode, node.name))
-    if cfg.compat == "aidge" and mode == "float" and not from_float:
+    if cfg.compat == "aidge" and mode == "float" and not float_in:
         # the reference's quantizer multiplies float32 tensors: float32 scale, float32 product
         node.attrs["float32"] = True
 
@@ -124,20 +154,30 @@ def check_gemmlowp_quantizer(node, cfg):
             "nb_bits <= 8 or another rescale")
 
 
+def factor_rule(node, factors):
+    """F of `node`'s output (quantized = F * real) from its operands' F, in a quantized graph."""
+    if node.op is OpType.INPUT or is_float(node) or node.op is OpType.DEQUANTIZE:
+        return 1.0  # real values (a float island and its dequantized operands)
+    if node.op is OpType.LOOKUP and "out_factor" in node.attrs:
+        return node.attrs["out_factor"]
+    if node.op in AFFINE:
+        return factors[0] * node.attrs.get("weight_scale", 1.0)
+    if node.op in RESCALING:
+        return _collapse(factors[0] * effective_multiplier(node.attrs))
+    if node.op is OpType.MUL and len(factors) == 2:
+        return factors[0] * factors[1]
+    return factors[0]
+
+
 def output_scales(graph: Graph) -> dict[str, object]:
     """For each graph output, the factor F with quantized value = F * float value."""
-
-    def rule(node, factors):
-        if node.op is OpType.INPUT:
-            return 1.0
-        if node.op in AFFINE:
-            return factors[0] * node.attrs.get("weight_scale", 1.0)
-        if node.op in RESCALING:
-            return _collapse(factors[0] * effective_multiplier(node.attrs))
-        return factors[0]
-
-    factors = propagate(graph, rule)
+    factors = propagate(graph, factor_rule)
     return {name: factors[name] for name in graph.outputs}
+
+
+def collapse_factor(factor) -> float:
+    """The one factor of a rescaler's output (see `_collapse`)."""
+    return _collapse(factor)
 
 
 def _collapse(factor) -> float:
@@ -154,13 +194,16 @@ def check_gemmlowp_headroom(graph: Graph, cfg: PTQConfig) -> None:
     input out of int32: TFLite computes acc * 2^shift in int32 (overflow is undefined
     behaviour there; both engines would raise at run time). Worst-case |input| bounds are
     propagated exactly from the integer graph: a quantizer's clip, sum |W| * bound + |b|
-    for Conv/Gemm, sums for Add/Sub, the operands' bound through seamless ops and Concat,
+    for Conv/Gemm, sums for Add/Sub, products for Mul, a lookup table's largest entry,
+    the operands' bound through seamless ops and Concat,
     and the target's accumulator range for anything else (it caps every bound)."""
     limit = 1 << (cfg.target.acc_bits - 1)
 
     def rule(node, bounds):
-        if node.op is OpType.INPUT:
+        if node.op in (OpType.INPUT, OpType.DEQUANTIZE) or is_float(node):
             return None  # float
+        if node.op is OpType.LOOKUP:  # its entries, whatever its input
+            return int(np.abs(np.asarray(node.attrs["table"], np.int64)).max(initial=0))
         if node.op is OpType.QUANTIZER:
             _check_left_shift(node, bounds[0] if bounds else None)
             return max(abs(int(node.attrs["lo"])), abs(int(node.attrs["hi"])))
@@ -175,6 +218,8 @@ def check_gemmlowp_headroom(graph: Graph, cfg: PTQConfig) -> None:
             return min(worst, limit)
         if node.op in (OpType.ADD, OpType.SUB):
             return min(sum(bounds), limit)
+        if node.op is OpType.MUL and len(bounds) == 2:
+            return min(bounds[0] * bounds[1], limit)
         if node.op in _BOUND_PRESERVING and bounds:
             return max(bounds)
         return limit

@@ -16,8 +16,9 @@ form: the real multiplier 2^k or m / 2^(n-1-k) (both exact in a Q31 multiplier
 and a signed shift) is applied with TFLite's double rounding, like every other
 gemmlowp quantizer.
 
-Requires: `quantize` (integer weights). The input quantizer (float in) keeps
-its float multiplier: it is the boundary with the float world.
+Requires: `quantize` (integer weights). The input quantizer and the quantizers
+after float islands (float in) keep their float multiplier: they are the
+boundary with the float world.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..ir import AFFINE, Graph, OpType
 from .config import PassReport, PTQConfig
+from .float_islands import FLOAT_IN, bits_of
 from .quantize import round_half_away
 from .rescale import gemmlowp_rescale, int_rescale, power_of_two
 
@@ -34,7 +36,7 @@ def single_shift(graph: Graph, cfg: PTQConfig) -> PassReport:
         return PassReport("single_shift", False, {})
     shifted, compensated = [], []
     for node in graph.topo_order():
-        if node.op is not OpType.QUANTIZER or node.attrs["role"] == "input":
+        if node.op is not OpType.QUANTIZER or node.attrs["role"] in ("input", FLOAT_IN):
             continue
         scales = np.atleast_1d(np.asarray(node.attrs["scale"], dtype=np.float64))
         exponents = np.array([power_of_two(s, "ceil") for s in scales], dtype=np.int64)
@@ -45,9 +47,9 @@ def single_shift(graph: Graph, cfg: PTQConfig) -> PassReport:
             node.attrs.update(_rescale(cfg, node, np.ones_like(exponents), -exponents))
             shifted.append(node.name)
         else:
-            half = 1 << (cfg.nb_bits - 1)
-            multipliers = round_half_away(ratios * half).astype(np.int64)
-            node.attrs.update(_rescale(cfg, node, multipliers, (cfg.nb_bits - 1) - exponents))
+            bits = bits_of(node, cfg)
+            multipliers = round_half_away(ratios * (1 << (bits - 1))).astype(np.int64)
+            node.attrs.update(_rescale(cfg, node, multipliers, (bits - 1) - exponents))
             compensated.append(node.name)
     return PassReport("single_shift", True, {"shifted": shifted, "compensated": compensated})
 

@@ -328,13 +328,24 @@ def softmax_head(seed: int = 10) -> Graph:
 
 
 def sigmoid_graph(seed: int = 11) -> Graph:
-    """x (N, 4) -> fc -> sigmoid -> fc2: not quantizable."""
+    """x (N, 4) -> fc -> sigmoid -> fc2 (the sigmoid becomes a lookup table)."""
     rng = np.random.default_rng(seed)
     g = Graph("sigmoid_graph")
     add_input(g, "x", [None, 4])
     add_gemm(g, "fc", "x", rng.standard_normal((5, 4)), rng.standard_normal(5))
     add_op(g, "squash", OpType.SIGMOID, ["fc"])
     add_gemm(g, "fc2", "squash", rng.standard_normal((3, 5)), rng.standard_normal(3))
+    return finish(g, ["fc2"])
+
+
+def softmax_middle(seed: int = 14) -> Graph:
+    """x (N, 4) -> fc -> softmax -> fc2: a softmax that is not the last op has no integer form."""
+    rng = np.random.default_rng(seed)
+    g = Graph("softmax_middle")
+    add_input(g, "x", [None, 4])
+    add_gemm(g, "fc", "x", rng.standard_normal((5, 4)), rng.standard_normal(5))
+    add_op(g, "soft", OpType.SOFTMAX, ["fc"], axis=1)
+    add_gemm(g, "fc2", "soft", rng.standard_normal((3, 5)), rng.standard_normal(3))
     return finish(g, ["fc2"])
 
 

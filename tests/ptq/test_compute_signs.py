@@ -11,7 +11,6 @@ import pytest
 
 import aidge_lite
 from aidge_lite import evaluate
-from aidge_lite.errors import QuantizationError
 from aidge_lite.ir import Graph, OpType
 from aidge_lite.ptq import PIPELINE, PTQConfig, dequantize, run_pipeline
 from aidge_lite.ptq.calibrate import calibrate
@@ -83,17 +82,16 @@ def test_conv_chain_unsigned_levels_after_quantize():
 
 
 def test_leaky_relu_is_signed_downstream():
-    """LeakyRelu is signed: conv2's rescaler and everything after it stay signed.
-    (prepare refuses LeakyRelu, so the passes after prepare run on the canonical graph.)"""
+    """LeakyRelu is signed: conv2's rescaler, the table's output quantizer and everything
+    after it stay signed (LeakyRelu is quantized as a lookup table between two quantizers)."""
     g = O.conv_chain(OpType.LEAKY_RELU)
-    with pytest.raises(QuantizationError, match="LeakyRelu"):
-        prepare(g.copy(), PTQConfig())
+    prepare(g.copy(), PTQConfig())  # accepted since lookup tables
     assert sign_map(g) == {
         "x": False, "conv1": False, "relu1": True, "pool": True, "conv2": False,
         "act2": False, "gap": False, "flat": False, "fc": False}
     signed, report = run_signs(g, _x((1, 8, 8)), passes=SIGN_PASSES[1:])
     assert signed == {"x_scaling": True, "conv1_scaling": False, "conv2_scaling": True,
-                      "fc_scaling": True}
+                      "act2_scaling": True, "fc_scaling": True}
     after = sign_map(g)
     assert [k for k in ("act2", "gap", "flat", "fc", "fc_scaling") if after[k]] == []
     assert report.notes["unsigned"] == ["conv1_scaling"]

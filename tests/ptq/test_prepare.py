@@ -140,14 +140,14 @@ def test_final_softmax_popped_and_noops_removed():
     assert rel_err(run1(g, x), logits_ref) <= 1e-6
 
 
-def test_sigmoid_refused_naming_the_node():
-    with pytest.raises(QuantizationError, match="squash"):
-        prepare(B.sigmoid_graph(), PTQConfig())
+def test_unquantizable_op_refused_naming_the_node_and_the_options():
+    with pytest.raises(QuantizationError, match=r"node 'soft'.*Softmax.*exclude=\['soft'\].*fallback=True"):
+        prepare(B.softmax_middle(), PTQConfig())
 
 
-def test_sigmoid_refused_by_quantize_network():
-    with pytest.raises(QuantizationError, match="squash.*Sigmoid|Sigmoid.*squash"):
-        aidge_lite.quantize_network(B.sigmoid_graph(), rand((8, 4)))
+def test_unquantizable_op_refused_by_quantize_network():
+    with pytest.raises(QuantizationError, match="soft.*Softmax"):
+        aidge_lite.quantize_network(B.softmax_middle(), rand((8, 4)))
 
 
 def test_prepare_mnist8():

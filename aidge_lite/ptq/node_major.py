@@ -1,0 +1,212 @@
+"""Node-major walk: each node evaluated once for the whole calibration set.
+
+A pass that must see a layer's output over the *whole* set before the next
+layer can be computed (bias correction changes layer k from its mean, then
+measures layer k+1 on the corrected graph) would otherwise re-run every
+ancestor of every layer: quadratic in depth. `NodeMajor` instead walks the
+graph in topological order and keeps, for every batch of the calibration set,
+the tensors still needed (the frontier): a layer is computed once, and again
+only when the pass changes one of its constants (`recompute`).
+
+The frontier lives in `FrontierStore`: integer-valued tensors (everything a
+fake-quant graph computes) are kept in the narrowest integer dtype that holds
+them (int8 activations: 1/8 of float64), and beyond `memory_budget` bytes
+batches go to temporary ``.npy`` files, so memory stays bounded whatever the
+number of samples. Values are the ones the reference interpreter computes on
+the same batches: results are bit-identical to running it batch by batch.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ..interp.reference import ReferenceInterpreter
+from ..ir import Graph, OpType
+from .calibration_data import MEMORY_BUDGET
+
+_INT_DTYPES = tuple(np.dtype(t) for t in ("int8", "int16", "int32", "int64"))
+
+
+def _compact(value: np.ndarray) -> np.ndarray:
+    """`value` in the narrowest integer dtype holding it exactly, else unchanged."""
+    if value.dtype.kind != "f" or value.size == 0:
+        return value
+    lo, hi = float(value.min()), float(value.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or not np.array_equal(np.rint(value), value):
+        return value
+    for dtype in _INT_DTYPES:
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return value.astype(dtype)
+    return value
+
+
+class FrontierStore:
+    """Per-batch tensors by name: in memory up to `budget` bytes, then in temporary files."""
+
+    def __init__(self, budget: int = MEMORY_BUDGET):
+        self.budget = budget
+        self.in_memory = 0
+        self.tensors: dict[str, list] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self._dir = None
+
+    def put(self, name: str, value: np.ndarray) -> None:
+        """Append the next batch of `name` (kept compact, converted back by `get`)."""
+        self.dtypes.setdefault(name, value.dtype)
+        value = _compact(value)
+        if self.in_memory + value.nbytes <= self.budget:
+            self.in_memory += value.nbytes
+            self.tensors.setdefault(name, []).append(value)
+            return
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="aidge_lite_frontier_")
+        batches = self.tensors.setdefault(name, [])
+        path = os.path.join(self._dir.name, f"{len(self.dtypes)}_{abs(hash(name))}_{len(batches)}.npy")
+        np.save(path, value)
+        batches.append(path)
+
+    def get(self, name: str, index: int) -> np.ndarray:
+        item = self.tensors[name][index]
+        value = np.load(item) if isinstance(item, str) else item
+        return value.astype(self.dtypes[name], copy=False)
+
+    def count(self, name: str) -> int:
+        return len(self.tensors.get(name, ()))
+
+    def drop(self, name: str) -> None:
+        for item in self.tensors.pop(name, ()):
+            if isinstance(item, str):
+                os.remove(item)
+            else:
+                self.in_memory -= item.nbytes
+        self.dtypes.pop(name, None)
+
+    def close(self) -> None:
+        for name in list(self.tensors):
+            self.drop(name)
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+class NodeMajor:
+    """Evaluates `graph` node by node over every batch of `calibration` (a `CalibrationSet`).
+
+    `advance_to(name)` computes every node up to `name` (topological order) and
+    returns `name`'s batches' channel sums; after changing a constant of `name`
+    (its bias), `recompute(name)` refreshes its output before later nodes read it.
+    """
+
+    def __init__(self, graph: Graph, calibration, budget: int | None = None):
+        self.graph, self.calibration = graph, calibration
+        self.interp = ReferenceInterpreter(np.float64)
+        self.interp.memo = {}
+        self.interp.begin(graph)
+        self.order = graph.topo_order()
+        self.step = {node.name: i for i, node in enumerate(self.order)}
+        self.last_read: dict[str, int] = {}
+        for i, node in enumerate(self.order):
+            for src in node.inputs:
+                self.last_read[src] = i
+        if budget is None:
+            budget = getattr(calibration, "memory_budget", MEMORY_BUDGET)
+        self.store = FrontierStore(budget)
+        self.constants: dict[str, np.ndarray] = {}
+        self.position = 0  # next node to compute
+        self.stale: set[str] = set()
+
+    def advance_to(self, name: str) -> tuple[np.ndarray, int]:
+        """Compute up to `name`; returns (per-channel sum, count) of its output, axis 1."""
+        target = self.step[name]
+        for stale in sorted(self.stale, key=self.step.get):  # changed since computed
+            self._compute(self.graph.node(stale))
+        self.stale.clear()
+        while self.position <= target:
+            self._free_before(self.position)
+            self._compute(self.order[self.position])
+            self.position += 1
+        return self.channel_sums(name)
+
+    def recompute(self, name: str) -> None:
+        """Recompute `name` (already passed) after one of its constants changed, before
+        the next `advance_to` (not at all if none follows, as a batch-by-batch run would)."""
+        node = self.graph.node(name)
+        for src in node.inputs:
+            if src in self.constants:
+                self.constants[src] = self.interp.run_node(self.graph.node(src), [])
+        self.stale.add(name)
+
+    def shift_output(self, name: str, delta: np.ndarray, constant: str) -> None:
+        """`name`'s bias constant `constant` moved by the integers `delta` (per channel): add
+        them to its stored accumulators, what recomputing would give while the accumulator
+        policy leaves every value alone (exact integers in float64); else recompute."""
+        self.constants[constant] = self.interp.run_node(self.graph.node(constant), [])
+        policy = getattr(self.interp, "policy", None)
+        limit = float(1 << (policy.bits - 1)) if policy is not None and policy.bits < 64 else 2.0 ** 53
+        if policy is not None and name in policy.overflows:  # stored values were wrapped/saturated
+            self.stale.add(name)
+            return
+        shifted = []
+        for i in range(self.store.count(name)):
+            value = self.store.get(name, i)
+            value = value + delta.astype(value.dtype).reshape((1, -1) + (1,) * (value.ndim - 2))
+            if value.size and (value.max() >= limit or value.min() < -limit):
+                self.stale.add(name)  # the policy would act: recompute through it
+                return
+            shifted.append(value)
+        self.store.drop(name)
+        for value in shifted:
+            self.store.put(name, value)
+
+    def channel_sums(self, name: str) -> tuple[np.ndarray, int]:
+        """Sum over batches of each batch's per-channel sum (the order a batch-by-batch run uses)."""
+        total, count = 0.0, 0
+        for i in range(self.store.count(name)):
+            view = np.asarray(self.store.get(name, i), np.float64)
+            view = view.reshape(view.shape[0], view.shape[1], -1)
+            total = total + view.sum(axis=(0, 2))
+            count += view.shape[0] * view.shape[2]
+        return total, count
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ----------------------------------------------------------------- internals
+    def _free_before(self, step: int) -> None:
+        for name in list(self.store.tensors):
+            if self.last_read.get(name, -1) < step and self.step[name] < step:
+                self.store.drop(name)
+
+    def _compute(self, node) -> None:
+        if node.op is OpType.INPUT:
+            return  # streamed from the calibration set by its readers
+        if node.op is OpType.CONSTANT:
+            self.constants[node.name] = self.interp.run_node(node, [])
+            return
+        if all(n in self.constants for n in node.inputs):  # the same for every batch
+            self.constants[node.name] = self.interp.run_node(node, [self.constants[n] for n in node.inputs])
+            return
+        self.store.drop(node.name)
+        for operands in self._operand_batches(node):
+            self.store.put(node.name, self.interp.run_node(node, operands))
+
+    def _operand_batches(self, node):
+        names = node.inputs
+        inputs = [n for n in names if self.graph.node(n).op is OpType.INPUT]
+        if inputs:  # read the calibration set again, as a batch-by-batch run does
+            source = self.graph.node(inputs[0])
+            for i, batch in enumerate(self.calibration.batches(self.graph)):
+                x = self.interp.prepare_input(source, batch)
+                yield [x if n == source.name else self._value(n, i) for n in names]
+            return
+        stored = [n for n in names if n not in self.constants]
+        for i in range(self.store.count(stored[0])):
+            yield [self._value(n, i) for n in names]
+
+    def _value(self, name: str, index: int) -> np.ndarray:
+        if name in self.constants:
+            return self.constants[name]
+        return self.store.get(name, index)
