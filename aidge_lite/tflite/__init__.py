@@ -15,7 +15,7 @@ Conventions (docs/tflite_arithmetic.md has the arithmetic):
 """
 from __future__ import annotations
 
-from ..errors import ModelLoadError, QuantizationError, UnsupportedOperatorError
+from ..errors import AidgeLiteError, ModelLoadError, QuantizationError, UnsupportedOperatorError
 from ..ir import Graph, Node, OpType, verify
 from ..target import Target
 from .convert import TRANSLATORS, Converter
@@ -73,7 +73,15 @@ def load_tflite(source, name: str | None = None, *, fc_rescale: str = "double") 
             if index >= 0 and conv.names[index] not in graph and model.tensors[index].data is None:
                 raise ModelLoadError(f"operator #{op.index} ({op.opcode}): input tensor "
                                      f"'{model.tensors[index].name}' has no producer and no buffer")
-        translate(conv, op)
+        try:
+            translate(conv, op)
+        except AidgeLiteError:
+            raise
+        except (ValueError, ArithmeticError, IndexError, KeyError, TypeError) as exc:
+            # An untrusted file: parameters no valid converter output holds (e.g. a scale
+            # ratio out of the multiplier's range) are a load error naming the operator.
+            raise ModelLoadError(f"operator #{op.index} ({op.opcode}) writing tensor "
+                                 f"'{conv.names[op.outputs[0]]}': {exc}") from exc
     graph.outputs = [conv.names[i] for i in model.outputs]
     for out in graph.outputs:
         if out not in graph:

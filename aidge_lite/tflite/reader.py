@@ -148,6 +148,10 @@ def _tensor(tflite, model, buf, t, index, n_buffers) -> TflTensor:
         if tensor.zero_point.size != tensor.scale.size:
             raise ModelLoadError(f"tensor '{name}': {tensor.scale.size} scales but "
                                  f"{tensor.zero_point.size} zero points")
+        if not np.all(np.isfinite(tensor.scale)) or not np.all(tensor.scale > 0):
+            bad = tensor.scale[~(np.isfinite(tensor.scale) & (tensor.scale > 0))][0]
+            raise ModelLoadError(f"tensor '{name}': quantization scale {float(bad)!r}; "
+                                 f"scales must be finite and > 0")
     if t.Sparsity() is not None:
         raise ModelLoadError(f"tensor '{name}': sparse tensors are not supported")
     b = t.Buffer()
