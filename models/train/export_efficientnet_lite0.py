@@ -62,10 +62,12 @@ def build():
     return RawPixels(net).eval()
 
 
-def export(model, exporter: str) -> bytes:
+def export(model, exporter: str, sample_shape=(3, 224, 224)) -> bytes:
+    """ONNX bytes of `model` (input "input": raw 0..255 pixels, output "logits"), dynamic batch,
+    by torch's `exporter`: "torchscript" (dynamo=False) or "dynamo"."""
     import torch
 
-    dummy = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 255
+    dummy = torch.rand(2, *sample_shape, generator=torch.Generator().manual_seed(0)) * 255
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -27,9 +27,7 @@ the dynamo exporter) and npm; run from the repository root::
 
 from __future__ import annotations
 
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from aidge_lite.models.train import common
+from aidge_lite.models.train.export_efficientnet_lite0 import export as export_onnx
 
 OUT_DIR = common.ROOT / "tests" / "data" / "real"
 EPOCHS = 12
@@ -106,17 +105,7 @@ MODELS = {"mobilenet_v2_tiny": (mobilenet_v2_tiny, "torchscript"), "se_net_tiny"
 
 
 def export(model, exporter: str) -> bytes:
-    dummy = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 255
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            torch.onnx.export(model, (dummy,), f, dynamo=False, input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-        else:
-            torch.onnx.export(model, (dummy,), dynamo=True, input_names=["input"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("N")},)).save(f)
-    return f.getvalue()
+    return export_onnx(model, exporter, sample_shape=(1, 28, 28))
 
 
 def build(name: str) -> Path:

@@ -108,6 +108,34 @@ def outcome_of(exc: BaseException) -> Outcome:
     return Outcome("traceback", _describe(exc))
 
 
+def engines_agree(qgraph, feeds) -> Outcome:
+    """Both engines on `feeds`: the same values bit for bit, or the same error class and node."""
+    import numpy as np
+
+    import aidge_lite
+    from aidge_lite.errors import AidgeLiteError
+
+    results = {}
+    for engine in ("reference", "integer"):
+        try:
+            results[engine] = aidge_lite.run(qgraph, feeds, engine=engine)
+        except AidgeLiteError as exc:
+            results[engine] = error_key(exc)
+    fake, integer = results["reference"], results["integer"]
+    if isinstance(fake, tuple) or isinstance(integer, tuple):
+        if fake != integer:
+            return Outcome("disagrees", f"engines differ: fake-quant {_short(fake)}, integer {_short(integer)}")
+        return Outcome("agrees", "float agrees; both engines refuse: %s %s" % fake)
+    for name, value in fake.items():
+        if not np.array_equal(np.asarray(integer[name], np.float64), value, equal_nan=True):
+            return Outcome("disagrees", f"output '{name}': integer engine != fake-quant")
+    return Outcome("agrees", "float, fake-quant and integer agree")
+
+
+def _short(result) -> str:
+    return f"refuses {result}" if isinstance(result, tuple) else "runs"
+
+
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)[-6:])[-3000:]
 

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto
 
-from tests.fuzz.conftest import Outcome, check, error_key, fuzz_settings, outcome_of
+from tests.fuzz.conftest import Outcome, check, engines_agree, error_key, fuzz_settings, outcome_of
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {p.name: p.read_bytes()
@@ -78,7 +78,7 @@ def onnx_case(data: bytes, seed: int) -> Outcome:
         qgraph = aidge_lite.quantize_network(graph, calib if len(calib) > 1 else next(iter(calib.values())))
     except AidgeLiteError as exc:
         return Outcome("agrees", "float agrees; quantize refused: %s %s" % error_key(exc))
-    return _engines_agree(qgraph, feeds)
+    return engines_agree(qgraph, feeds)
 
 
 def _ort_outputs(session, feeds) -> dict:
@@ -96,31 +96,6 @@ def _live_model(data: bytes) -> bytes:
     del m.graph.node[:]
     m.graph.node.extend(reversed(live))
     return m.SerializeToString()
-
-
-def _engines_agree(qgraph, feeds) -> Outcome:
-    import aidge_lite
-    from aidge_lite.errors import AidgeLiteError
-
-    results = {}
-    for engine in ("reference", "integer"):
-        try:
-            results[engine] = aidge_lite.run(qgraph, feeds, engine=engine)
-        except AidgeLiteError as exc:
-            results[engine] = error_key(exc)
-    fake, integer = results["reference"], results["integer"]
-    if isinstance(fake, tuple) or isinstance(integer, tuple):
-        if fake != integer:
-            return Outcome("disagrees", f"engines differ: fake-quant {_short(fake)}, integer {_short(integer)}")
-        return Outcome("agrees", "float agrees; both engines refuse: %s %s" % fake)
-    for name, value in fake.items():
-        if not np.array_equal(np.asarray(integer[name], np.float64), value, equal_nan=True):
-            return Outcome("disagrees", f"output '{name}': integer engine != fake-quant")
-    return Outcome("agrees", "float, fake-quant and integer agree")
-
-
-def _short(result) -> str:
-    return f"refuses {result}" if isinstance(result, tuple) else "runs"
 
 
 def _feeds(graph, rng, batch: int) -> dict:

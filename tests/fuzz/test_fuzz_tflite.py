@@ -20,7 +20,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import Outcome, check, error_key, fuzz_settings, outcome_of
+from tests.fuzz.conftest import Outcome, check, engines_agree, fuzz_settings, outcome_of
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {p.name: p.read_bytes() for p in sorted(ROOT.glob("tests/data/mlperf_tiny/*_int8.tflite"))}
@@ -43,25 +43,7 @@ def tflite_case(data: bytes, seed: int) -> Outcome:
         shape = [3] + [int(d) for d in node.attrs["shape"][1:]]
         info = np.iinfo(np.dtype(node.attrs["dtype"]))
         feeds[name] = rng.integers(info.min, info.max + 1, size=shape).astype(node.attrs["dtype"])
-    results = {}
-    for engine in ("reference", "integer"):
-        try:
-            results[engine] = aidge_lite.run(graph, feeds, engine=engine)
-        except AidgeLiteError as exc:
-            results[engine] = error_key(exc)
-    ref, integer = results["reference"], results["integer"]
-    if isinstance(ref, tuple) or isinstance(integer, tuple):
-        if ref == integer:
-            return Outcome("refused", "%s: %s" % ref)
-        return Outcome("disagrees", f"reference: {_short(ref)}; integer: {_short(integer)}")
-    for name in graph.outputs:
-        if not np.array_equal(ref[name], integer[name]):
-            return Outcome("disagrees", f"output '{name}' differs between the engines")
-    return Outcome("agrees")
-
-
-def _short(result) -> str:
-    return "%s: %s" % result if isinstance(result, tuple) else "ran"
+    return engines_agree(graph, feeds)
 
 
 # ------------------------------------------------------------------ mutations (test side)
