@@ -1,4 +1,19 @@
 """aidge_lite: a bit-exact reference for quantized neural networks."""
+import os as _os
+import signal as _signal
+import sys as _sys
+
+
+def _exit_on_early_sigint(signum, frame):
+    _os._exit(130)
+
+
+# The `aidge-lite` command: a Ctrl-C while numpy and Numba import (before the CLI's own
+# handlers exist, `aidge_lite.cli_exit`) ends as one later does, status 130 and no traceback.
+if _sys.argv and _os.path.basename(_sys.argv[0]) == "aidge-lite" \
+        and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _exit_on_early_sigint)
+
 from . import errors
 from .interp import run
 from .ir import Graph, Node, OpType, verify

@@ -8,8 +8,8 @@
 - 141 (128 + SIGPIPE), silently, when stdout is a closed pipe
   (``aidge-lite show m | head -1``), as a tool killed by SIGPIPE would end.
 
-A Ctrl-C during the interpreter's start-up (importing numpy and Numba, before this
-module runs) still ends with Python's own KeyboardInterrupt traceback.
+A Ctrl-C while the package imports (numpy, Numba) exits 130 at once, silently
+(`aidge_lite._exit_on_early_sigint`, installed for the `aidge-lite` command only).
 """
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ EXIT_ERROR, EXIT_SIGPIPE, EXIT_SIGINT, EXIT_SIGTERM = 2, 128 + 13, 128 + 2, 128 
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that temporary outputs are cleaned up on the way out."""
+
+
+def _early_sigint_handler():
+    import aidge_lite
+
+    return aidge_lite._exit_on_early_sigint
 
 
 def _on_sigterm(signum, frame):
@@ -74,6 +80,8 @@ def run(parse, *, from_console: bool = False) -> int:
     from .errors import AidgeLiteError
 
     main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGINT) is _early_sigint_handler():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C unwinds from here on
     own_sigterm = main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     if own_sigterm:
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,23 @@ def test_signal_during_quantize(tmp_path, sig, status, line):
     assert proc.returncode == status, err
     assert err.strip().splitlines()[-1] == line and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # nothing written, no temporary folder left
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_ctrl_c_while_importing_exits_130_without_traceback(tmp_path, delay):
+    """The installed command, interrupted while numpy and Numba import: 130, silent."""
+    command = Path(sys.executable).parent / "aidge-lite"
+    if not command.exists():
+        pytest.skip("the aidge-lite console script is not installed next to this interpreter")
+    proc = subprocess.Popen([str(command), "quantize", *QUICK, "--bits", "8", "-o", tmp_path / "OUT"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    # -2: the signal came before Python set up its own handler (killed by SIGINT, also silent)
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "OUT").exists()
 
 
 # ------------------------------------------------------------- in-process
