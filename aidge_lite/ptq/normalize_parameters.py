@@ -33,6 +33,9 @@ from .walk import RESCALING, branch_rescaler, propagate
 
 
 DEAD_CHANNEL_RATIO = 2.0 ** -8
+# bound of the accumulated factor (_bound_factor): far from float64 overflow, and activations stay
+# well below 2^53, where integer-valued floats would take the float engine's int64 GEMM path
+FACTOR_LIMIT = 2.0 ** 20
 
 
 def weight_ranges(weight: np.ndarray, per_channel: bool, nb_bits: int = 16) -> np.ndarray | float:
@@ -73,7 +76,7 @@ def normalize_parameters(graph: Graph, cfg: PTQConfig) -> PassReport:
             per_channel = cfg.per_channel or bool(node.meta.get(LOWERED))
             return _normalize_affine(graph, node, factors[0], per_channel, cfg.nb_bits, alphas)
         if node.op in RESCALING:
-            return _settle_channels(node, factors[0])
+            return _bound_factor(node, _settle_channels(node, factors[0]))
         if node.op in JOINING:
             return _arbitrate_max(graph, node, factors)
         return factors[0]
@@ -102,6 +105,22 @@ def _settle_channels(node, factor_in):
     common = float(np.min(factor_in))
     node.attrs["scale"] = node.attrs["scale"] * common / factor_in
     return common
+
+
+def _bound_factor(node, factor):
+    """Keep the accumulated factor within 2^-20..2^20: past it, the scaling node absorbs its power of two.
+
+    The factor is a product of 1/alpha along the path, and max arbitration at each join carries
+    the largest one on: a deep network of small weights (DenseNet's Concat chain) overflowed
+    float64 to inf (then inf * 0 = nan biases). A power of two is exact in binary floating point:
+    every later value (bias, calibrated range, the scale ratios of normalize_activations) is the
+    same as without it, scaled by that power of two.
+    """
+    if 1.0 / FACTOR_LIMIT <= factor <= FACTOR_LIMIT:
+        return factor
+    shift = 2.0 ** -int(np.frexp(factor)[1])
+    node.attrs["scale"] = node.attrs["scale"] * shift
+    return factor * shift
 
 
 def _arbitrate_max(graph, node, factors):

@@ -204,11 +204,7 @@ def _light_params(slow=frozenset(), xfail=None):
 
 
 # Known failures when this file was written (issue 18); strict: a fix makes them XPASS and fail here.
-LIGHT_QUANT_XFAIL = {
-    "densenet121": "PTQ makes inf/nan constants before its 'quantize' pass (r555_bias, r568_shift, fc6_b_0 "
-                   "inf; r562_bias nan; the seeded-weights variant fails the same way), then GraphError \"node "
-                   "'r562_scaling' (Quantizer): scale must be one or more finite numbers, got nan\"",
-}
+LIGHT_QUANT_XFAIL: dict[str, str] = {}  # densenet121 (inf/nan constants) fixed in normalize_parameters
 
 
 @needs_skimage
