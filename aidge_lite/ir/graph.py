@@ -23,6 +23,8 @@ class Graph:
     def __init__(self, name: str = "graph"):
         self.name = name
         self._g = nx.DiGraph()
+        # topological order of the current structure, dropped by every mutation below
+        self._order: list[Node] | None = None
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.meta: dict = {}
@@ -60,6 +62,13 @@ class Graph:
     def topo_order(self) -> list[Node]:
         """Every node (`Node` objects, not names: use ``node.name``), inputs before their
         readers; ties broken by name, so the order is deterministic."""
+        # every pass and `verify` asks for it: keep it until the structure changes (all
+        # structural edits go through the methods below, which drop it)
+        if self._order is None:
+            self._order = self._sorted()
+        return list(self._order)
+
+    def _sorted(self) -> list[Node]:
         # Kahn's algorithm with a heap of names: networkx's lexicographical_topological_sort
         # in the same order, ~2x faster on long graphs (it runs after every PTQ pass)
         g = self._g
@@ -109,6 +118,7 @@ class Graph:
         missing = [i for i in node.inputs if i not in self._g]
         if missing:
             raise GraphError(f"node '{node.name}': unknown input(s) {missing}")
+        self._order = None
         self._g.add_node(node.name, node=node)
         self._g.add_edges_from((i, node.name) for i in node.inputs)
         if node.op is OpType.INPUT:
@@ -128,6 +138,7 @@ class Graph:
         missing = [i for i in inputs if i not in self._g]
         if missing:
             raise GraphError(f"node '{name}': unknown input(s) {missing}")
+        self._order = None
         self._g.remove_edges_from([(i, name) for i in set(node.inputs)])
         node.inputs = list(inputs)
         self._g.add_edges_from((i, name) for i in node.inputs)
@@ -170,6 +181,7 @@ class Graph:
         if users or name in self.outputs:
             raise GraphError(f"cannot remove '{name}': still read by {users or 'the graph outputs'}")
         node = self.node(name)
+        self._order = None
         self._g.remove_node(name)
         if name in self.inputs:
             self.inputs.remove(name)
@@ -188,6 +200,7 @@ class Graph:
         if new in self._g:
             raise GraphError(f"cannot rename '{old}' to '{new}': name taken")
         node = self.node(old)
+        self._order = None
         nx.relabel_nodes(self._g, {old: new}, copy=False)
         node.name = new
         for consumer in self.consumers(new):
@@ -201,13 +214,14 @@ class Graph:
         for out in self.outputs:
             keep |= nx.ancestors(self._g, out)
         dead = [n for n in self._g if n not in keep and n not in self.inputs]
+        self._order = None
         self._g.remove_nodes_from(dead)
         return sorted(dead)
 
     def assign(self, other: "Graph") -> None:
         """Replace this graph's nodes, inputs, outputs and meta by `other`'s (a pass
         that rebuilds the graph instead of editing it still works in place)."""
-        self.name, self._g = other.name, other._g
+        self.name, self._g, self._order = other.name, other._g, None
         self.inputs, self.outputs, self.meta = list(other.inputs), list(other.outputs), dict(other.meta)
 
     def copy(self) -> "Graph":
