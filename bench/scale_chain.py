@@ -8,13 +8,26 @@ caches, imports), then the median of REPEAT calls, in CPU time of the process
 linear" is (time / N) divided by (time / N) of the smallest size: 1.0 is linear.
 A Conv 1x1 + Relu chain (4 channels, 4 x 4 images) is timed the same way.
 
-    python -m bench.scale_chain [--quick]
+A second table counts instructions with valgrind's cachegrind (when valgrind
+is installed): one process builds the chain and stops, a second one also
+quantizes it; the difference divided by N is the instructions (and simulated
+first-level data-cache misses) per node of `quantize_network` alone. An
+instruction count does not depend on the machine's load or caches: it is the
+work, so it shows whether the algorithm is linear while the CPU time shows what
+the memory hierarchy adds on a bigger graph.
+
+    python -m bench.scale_chain [--quick] [--cachegrind 500 5000]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import tempfile
+import sys
 import time
 
 import numpy as np
@@ -33,6 +46,7 @@ BEFORE = ("Before the fix (commit 4258215: `verify` scanned all edges for each n
           "graph in the same order as before.")
 REPEAT = 3
 WIDTH = 4
+L1D, L2 = "49152,12,64", "2097152,16,64"  # this machine's per-core caches (lscpu): 48 KiB, 2 MiB
 
 
 def chain(n_ops: int, kind: str = "gemm", width: int = WIDTH, seed: int = 0):
@@ -110,10 +124,71 @@ def count_calls(n_ops: int, kind: str = "gemm") -> int:
     return pstats.Stats(profile).total_calls
 
 
+def _child(kind: str, n_ops: int, quantize: bool) -> None:
+    """The process cachegrind watches: warm call, build the chain, quantize it or not."""
+    from aidge_lite import quantize_network
+
+    quantize_network(chain(20, kind), calibration(kind))
+    graph, x = chain(n_ops, kind), calibration(kind)
+    if quantize:
+        quantize_network(graph, x)
+
+
+def _cachegrind(kind: str, n_ops: int, quantize: bool) -> tuple[int, int, int]:
+    """(instructions, first-level and second-level data misses) of one child process
+    under cachegrind, its caches sized as this machine's per-core L1d and L2."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--cachegrind-out-file={tmp}/cg.out",
+             f"--D1={L1D}", f"--LL={L2}",
+             sys.executable, "-m", "bench.scale_chain", "--child", kind, str(n_ops), str(int(quantize))],
+            capture_output=True, text=True, check=True).stderr
+    def total(label):
+        return int(re.search(rf"{label}:\s+([\d,]+)", out).group(1).replace(",", ""))
+    return total("I   refs"), total("D1  misses"), total("LLd misses")
+
+
+def instructions_table(sizes, kinds) -> None:
+    """Write bench/results/scale_chain_instructions.md (one valgrind run per size and kind)."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("valgrind is not installed")
+    info = machine_info()
+    rows = []
+    for kind in kinds:
+        base = None
+        for n in sizes:
+            with_q, without_q = _cachegrind(kind, n, True), _cachegrind(kind, n, False)
+            per_node = [(a - b) / n for a, b in zip(with_q, without_q)]
+            base = base or per_node
+            rows.append([f"{kind} + Relu", f"{n:,}", f"{per_node[0] / 1e6:.3f}", f"{per_node[0] / base[0]:.3f}",
+                         f"{per_node[1] / 1e3:.1f}", f"{per_node[1] / base[1]:.2f}",
+                         f"{per_node[2] / 1e3:.2f}", f"{per_node[2] / base[2]:.2f}"])
+            print(*rows[-1], flush=True)
+    body = ("`quantize_network` on the same chains as `scale_chain.md`, counted by valgrind's cachegrind "
+            "instead of timed: instructions executed and simulated data-cache misses of a process that "
+            "builds the chain and quantizes it, minus those of one that only builds it, per node. The "
+            f"simulated caches have this machine's per-core sizes: L1d {L1D}, L2 {L2} (size, ways, "
+            "line). Counts, not times: the machine's load does not change them. Instructions per node "
+            "constant = linear work; misses per node that grow = the memory hierarchy's share of the "
+            "CPU time's growth.\n\n"
+            + markdown_table(["chain", "nodes N", "instructions per node (M)", "ratio", "L1d misses per node (k)",
+                              "ratio", "L2 misses per node (k)", "ratio"], rows, "lrrrrrrr"))
+    print(write_result("scale_chain_instructions", "Quantization work vs chain length (instruction counts)",
+                       body, info))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes 100..1000, one call each")
+    parser.add_argument("--cachegrind", type=int, nargs="*", metavar="N",
+                        help="instruction counts under valgrind for these sizes (default 500 5000)")
+    parser.add_argument("--kinds", nargs="+", default=["gemm", "conv"], choices=["gemm", "conv"])
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child[0], int(args.child[1]), args.child[2] == "1")
+    if args.cachegrind is not None:
+        return instructions_table(args.cachegrind or (500, 5000), args.kinds)
     sizes, repeat = ((100, 250, 500, 1000), 1) if args.quick else (SIZES, REPEAT)
     info = machine_info()
     from aidge_lite import quantize_network
