@@ -62,6 +62,54 @@ def _store_clipped_float(out, n, c, s, r, lo, hi):
 
 
 @numba.njit(cache=True)
+def _float_operands_fit(acc, multiplier, bounds, out):
+    """The operand check of both float requants: acc (N, C, S), out alike, a multiplier
+    per channel and bounds ``[lo, hi]`` with ``lo <= hi``."""
+    return (acc.ndim == 3 and out.shape == acc.shape and multiplier.shape[0] >= acc.shape[1]
+            and bounds.shape[0] == 2 and bounds[0] <= bounds[1])
+
+
+@numba.njit(cache=True)
+def _scaled(a, m, single):
+    """``float64(a) * m``, or with ``single`` the float32 product of float32(a) and m
+    (formed exactly in float64, then rounded once: IEEE float32 multiplication)."""
+    if single:
+        return np.float64(np.float32(np.float64(np.float32(a)) * m))
+    return np.float64(a) * m
+
+
+@numba.njit(cache=True)
+def _requant_float_loops(acc, multiplier, mode, bounds, out, single):
+    """The loops of :func:`requant_float` (``single`` False) and :func:`requant_float32`."""
+    lo, hi = bounds[0], bounds[1]
+    n_size, c_size, s_size = acc.shape
+    if -(2 ** 53) <= lo and hi <= 2 ** 53:  # bounds exact in float64: clamp, then convert
+        flo, fhi = np.float64(lo), np.float64(hi)
+        if s_size == 1:  # Gemm outputs (N, C, 1): channels innermost, not one-element rows
+            for n in range(n_size):
+                for c in range(c_size):
+                    r = round_float(_scaled(acc[n, c, 0], np.float64(multiplier[c]), single), mode)
+                    out[n, c, 0] = np.int64(min(max(r, flo), fhi))
+            return out
+        for n in range(n_size):
+            for c in range(c_size):
+                m = np.float64(multiplier[c])
+                row = acc[n, c]
+                orow = out[n, c]
+                for s in range(s_size):  # loop-variable indices: vectorised per mode
+                    r = round_float(_scaled(row[s], m, single), mode)
+                    orow[s] = np.int64(min(max(r, flo), fhi))
+        return out
+    for n in range(n_size):
+        for c in range(c_size):
+            m = np.float64(multiplier[c])
+            for s in range(s_size):
+                r = round_float(_scaled(acc[n, c, s], m, single), mode)
+                _store_clipped_float(out, n, c, s, r, lo, hi)
+    return out
+
+
+@numba.njit(cache=True)
 def requant_float(acc, multiplier, mode, bounds, out):
     """``out = clip(round(float64(acc) * multiplier[c]), lo, hi)``.
 
@@ -88,35 +136,9 @@ def requant_float(acc, multiplier, mode, bounds, out):
     bit-identical. Clipping compares in float64 before casting, so no
     out-of-range float is ever converted to an integer.
     """
-    if (acc.ndim != 3 or out.shape != acc.shape or multiplier.shape[0] < acc.shape[1]
-            or bounds.shape[0] != 2 or bounds[0] > bounds[1]):
+    if not _float_operands_fit(acc, multiplier, bounds, out):
         raise ValueError("requant_float: operand shapes or bounds do not fit acc (N, C, S)")
-    lo, hi = bounds[0], bounds[1]
-    n_size, c_size, s_size = acc.shape
-    if -(2 ** 53) <= lo and hi <= 2 ** 53:  # bounds exact in float64: clamp, then convert
-        flo, fhi = np.float64(lo), np.float64(hi)
-        if s_size == 1:  # Gemm outputs (N, C, 1): channels innermost, not one-element rows
-            for n in range(n_size):
-                for c in range(c_size):
-                    r = round_float(np.float64(acc[n, c, 0]) * multiplier[c], mode)
-                    out[n, c, 0] = np.int64(min(max(r, flo), fhi))
-            return out
-        for n in range(n_size):
-            for c in range(c_size):
-                m = multiplier[c]
-                row = acc[n, c]
-                orow = out[n, c]
-                for s in range(s_size):  # loop-variable indices: vectorised per mode
-                    r = round_float(np.float64(row[s]) * m, mode)
-                    orow[s] = np.int64(min(max(r, flo), fhi))
-        return out
-    for n in range(n_size):
-        for c in range(c_size):
-            m = multiplier[c]
-            for s in range(s_size):
-                r = round_float(np.float64(acc[n, c, s]) * m, mode)
-                _store_clipped_float(out, n, c, s, r, lo, hi)
-    return out
+    return _requant_float_loops(acc, multiplier, mode, bounds, out, False)
 
 
 @numba.njit(cache=True)
@@ -125,7 +147,7 @@ def requant_float32(acc, multiplier, mode, bounds, out):
 
     The rescale of a library whose tensors are float32 (Aidge 0.3.1's
     quantizer: ``Mul`` by a float32 scaling factor, ``Round``, ``Clip``, all
-    on float32 tensors).
+    on float32 tensors). Same operands as :func:`requant_float` except:
 
     Parameters
     ----------
@@ -133,12 +155,6 @@ def requant_float32(acc, multiplier, mode, bounds, out):
         Integer-valued.
     multiplier : (C,) float32
         Finite (the float64 scale rounded to float32 by the caller).
-    mode : int
-        Rounding constant from :mod:`kernels.rounding`.
-    bounds : (2,) int64
-        ``[lo, hi]``, both representable in ``out.dtype``.
-    out : (N, C, S) int8, uint8, int16, uint16, int32, int64 or float64
-        Preallocated, written in place.
 
     Returns
     -------
@@ -156,24 +172,9 @@ def requant_float32(acc, multiplier, mode, bounds, out):
     float32(0.0026126066): the float32 product is 39.5 exactly (float64:
     39.49999...), so half_even gives 40, not 39.
     """
-    if (acc.ndim != 3 or out.shape != acc.shape or multiplier.shape[0] < acc.shape[1]
-            or bounds.shape[0] != 2 or bounds[0] > bounds[1]):
+    if not _float_operands_fit(acc, multiplier, bounds, out):
         raise ValueError("requant_float32: operand shapes or bounds do not fit acc (N, C, S)")
-    lo, hi = bounds[0], bounds[1]
-    flo, fhi = np.float64(lo), np.float64(hi)
-    exact_bounds = -(2 ** 53) <= lo and hi <= 2 ** 53
-    n_size, c_size, s_size = acc.shape
-    for n in range(n_size):
-        for c in range(c_size):
-            m = np.float64(multiplier[c])
-            for s in range(s_size):
-                p = np.float32(np.float64(np.float32(acc[n, c, s])) * m)
-                r = round_float(np.float64(p), mode)
-                if exact_bounds:
-                    out[n, c, s] = np.int64(min(max(r, flo), fhi))
-                else:
-                    _store_clipped_float(out, n, c, s, r, lo, hi)
-    return out
+    return _requant_float_loops(acc, multiplier, mode, bounds, out, True)
 
 
 @numba.njit(cache=True)
