@@ -15,7 +15,10 @@ Reported: median wall time of the `ROUNDS` rounds and its CPU time, per
 contender, the ratio to onnxruntime int8 on 1 thread, and the load average
 (other processes share this 2-core machine).
 
-    python -m bench.one_sample_calls [--calls 4000] [--rounds 5]
+    python -m bench.one_sample_calls [--calls 4000] [--rounds 5] [--no-write]
+
+`--no-write` prints the table without replacing bench/results/one_sample_calls.md (a
+quick check with fewer calls, or on a busy machine).
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--no-write", action="store_true", help="print only, keep the results file")
     args = parser.parse_args(argv)
     from aidge_lite.models import datasets
 
@@ -111,9 +115,12 @@ def main(argv=None):
     for name in rows:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         table.append([name, f"{w:.3f}", f"{1e6 * w / args.calls:.0f}", f"{c:.3f}",
-                      f"{w / base:.2f}", " / ".join(f"{v:.2f}" for v in wall[name])])
+                      f"{1e6 * c / args.calls:.0f}", f"{w / base:.2f}",
+                      " / ".join(f"{v:.2f}" for v in wall[name])])
     one = statistics.median(wall["aidge_lite integer engine, 1 thread"])
     two = statistics.median(wall["aidge_lite integer engine, 2 threads"])
+    one_cpu = statistics.median(cpu["aidge_lite integer engine, 1 thread"])
+    base_cpu = statistics.median(cpu["onnxruntime int8 QDQ (u8s8), 1 thread"])
     body = (
         f"## Setting\n\nmnist-8, {args.calls} calls of one image each (500 MNIST test images in turn), "
         f"{args.rounds} rounds; in each round every contender runs once, the first one rotating. "
@@ -124,13 +131,17 @@ def main(argv=None):
         f"after: {' / '.join(f'{v:.2f}' for v in load_after)}.\n\n"
         "## Results\n\n"
         + markdown_table(["contender", f"median wall (s, {args.calls} calls)", "us per call",
-                          "median CPU (s)", "x onnxruntime int8 1T", "each round (s)"], table,
-                         "lrrrrl")
+                          "median CPU (s)", "CPU us per call", "x onnxruntime int8 1T",
+                          "each round (s)"], table, "lrrrrrl")
         + f"\n\nTargets: integer engine 1 thread <= onnxruntime int8 1 thread: "
-        f"{one:.3f} s vs {base:.3f} s ({'met' if one <= base else 'NOT met'}); "
+        f"{one:.3f} s vs {base:.3f} s ({'met' if one <= base else 'NOT met'}; CPU per call "
+        f"{1e6 * one_cpu / args.calls:.0f} us vs {1e6 * base_cpu / args.calls:.0f} us); "
         f"2 threads never slower than 1: {two:.3f} s vs {one:.3f} s "
         f"({'met' if two <= one * 1.05 else 'NOT met'}, 5 % noise allowed)."
     )
+    if args.no_write:
+        print(body)
+        return
     path = write_result("one_sample_calls", "One image per call: mnist-8, integer engine vs onnxruntime",
                         body, info)
     print(path.read_text())

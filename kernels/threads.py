@@ -64,15 +64,39 @@ def threads_for(work: int, limit: int | None = None) -> int:
 
 def call_with_threads(work: int, fn, *args):
     """``fn(*args, n)`` with Numba limited to ``n = threads_for(work)`` threads for the call."""
-    current = numba.get_num_threads()
+    get, put = _numba_counts()
+    current = get()
     n = max(1, min(current, int(work) // WORK_PER_THREAD))
     if n == current:
         return fn(*args, n)
-    numba.set_num_threads(n)
+    put(n)
     try:
         return fn(*args, n)
     finally:
-        numba.set_num_threads(current)
+        put(current)
+
+
+def _numba_counts():
+    """(get, set) of Numba's thread count for the calling thread: its C functions once its
+    pool runs (a one-image call makes 3-4 kernel calls: the public functions' lock and
+    checks were ~4 % of it), else the public ones. `n` is always in [1, current] here."""
+    global _COUNTS
+    if _COUNTS is not None:
+        return _COUNTS
+    numba.get_num_threads()  # starts the pool: the C functions exist from here on
+    try:
+        from numba.np.ufunc import parallel
+
+        counts = (parallel._get_num_threads, parallel._set_num_threads)
+        if counts[0]() != numba.get_num_threads():
+            raise AttributeError
+    except (ImportError, AttributeError, TypeError):  # another Numba: the public API
+        counts = (numba.get_num_threads, numba.set_num_threads)
+    _COUNTS = counts  # one assignment: a thread racing here sets the same pair
+    return counts
+
+
+_COUNTS: tuple | None = None
 
 
 def set_threads(n: int | None = None) -> int:

@@ -8,14 +8,14 @@ override `run_node`, the torch.fx `Interpreter` / `ShapeProp` pattern.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Mapping
 
 import numpy as np
 
 from ..errors import AidgeLiteError, ExecutionError, InputError, UnsupportedOperatorError
 from ..ir import Graph, Node, OpType
-from ..ir.validate import check_operands, validate
+from ..ir.operand_checks import OPERAND_CHECKED, check_operands
+from .walk_plan import _last_use, walk_plan  # noqa: F401  (_last_use: ptq.calibration_data)
 
 Impl = Callable[..., np.ndarray]
 
@@ -44,19 +44,17 @@ class Interpreter:
         """
         plan = walk_plan(self, graph)  # validated, ordered: built once per graph state
         self.memo = plan.memo
-        bound = bind_inputs(graph, feeds)
+        bound = bind_inputs(graph, feeds, plan)
         self.begin(graph)
-        order = plan.order
-        last_use = None if intermediates else plan.last_use
-        env: dict[str, np.ndarray] = {}
-        for step, node in enumerate(order):
-            if node.op is OpType.INPUT:
-                env[node.name] = self.prepare_input(node, bound[node.name])
+        run_node, env = self.run_node, {}
+        for node, name, is_input, inputs, dead in plan.steps:
+            if is_input:
+                env[name] = self.prepare_input(node, bound[name])
             else:
-                env[node.name] = self.run_node(node, [env[i] for i in node.inputs])
-            if last_use is not None:
-                for name in last_use.get(step, ()):
-                    del env[name]
+                env[name] = run_node(node, [env[i] for i in inputs])
+            if dead and not intermediates:
+                for gone in dead:
+                    del env[gone]
         if intermediates:
             return env
         return {name: env[name] for name in graph.outputs}
@@ -87,7 +85,8 @@ class Interpreter:
             raise UnsupportedOperatorError(
                 node.name, node.op.value, f"no {type(self).__name__} implementation"
             )
-        check_operands(self.graph, node, operands)
+        if node.op in OPERAND_CHECKED:
+            check_operands(self.graph, node, operands, getattr(self, "memo", None))
         try:
             return impl(self, node, *operands)
         except AidgeLiteError:
@@ -96,112 +95,38 @@ class Interpreter:
             raise ExecutionError(f"node '{node.name}' ({node.op.value}): {exc}") from exc
 
 
-class WalkPlan:
-    """What one run needs that depends only on the graph: the validated topological order,
-    when each tensor dies, and `memo`, a dict where op impls keep per-node derived
-    parameters (window geometry, quantizer parameters) until the graph changes."""
-
-    def __init__(self, key, order, outputs):
-        self.key, self.order = key, order  # key[1]: the objects compared by identity, kept alive
-        self.last_use = _last_use(order, outputs)
-        self.checked: set[type] = set()
-        self.memo: dict = {}
-
-
-_PLANS: "weakref.WeakKeyDictionary[Graph, WalkPlan]" = weakref.WeakKeyDictionary()
-_SCALARS = (str, int, float, bool, type(None), OpType)
-_SCALAR_TYPES = frozenset({str, int, float, bool, type(None), OpType})
-
-
-def _token(value, alive: list):
-    """Compares equal while an attribute is unchanged: scalars and short sequences by
-    value, small arrays by content, anything else (weights, dicts) by identity (a large
-    array changed in place keeps it: replace it, e.g. `Graph.set_constant`); those go to
-    `alive`, so that no new object can take their id while a plan holds them."""
-    kind = type(value)
-    if kind is np.ndarray:
-        if value.size <= 256:  # scales, bounds: by value too
-            return value.dtype.str, value.shape, value.tobytes()
-    elif kind in _SCALAR_TYPES or isinstance(value, _SCALARS):
-        return value
-    elif kind in (list, tuple) and len(value) <= 8 and all(type(v) in _SCALAR_TYPES for v in value):
-        return tuple(value)
-    elif kind is dict and all(type(v) in _SCALAR_TYPES for v in value.values()):
-        return tuple(value.items())  # a stored target
-    alive.append(value)
-    return id(value)
-
-
-def graph_key(graph: Graph) -> tuple:
-    """Names, node objects, operands, attributes and meta of `graph` (see `_token`):
-    equal keys mean the same validated plan serves. Returns (key, objects to keep alive)."""
-    alive: list = []
-    parts = [graph.name, tuple(graph.inputs), tuple(graph.outputs)]
-    parts += [(k, _token(v, alive)) for k, v in graph.meta.items()]
-    scalar = _SCALAR_TYPES
-    for name, node in graph._g.nodes(data="node"):
-        alive.append(node)
-        attrs = node.attrs
-        values = tuple(attrs.values())
-        if not scalar.issuperset(map(type, values)):
-            values = tuple(v if type(v) in scalar else _token(v, alive) for v in values)
-        parts.append((name, id(node), node.op, tuple(node.inputs), tuple(attrs), values))
-    return tuple(parts), alive
-
-
-def walk_plan(interp: "Interpreter", graph: Graph) -> WalkPlan:
-    """`graph`'s plan, validated for `interp`'s type; rebuilt when `graph_key` changes.
-
-    A one-sample call (a test harness feeding a golden reference) then pays for
-    validation and ordering once, not per call. The plan keeps the node objects
-    alive, so the ids in its key cannot be reused while it is cached.
-    """
-    key, alive = graph_key(graph)
-    plan = _PLANS.get(graph)
-    if plan is None or plan.key[0] != key:
-        validate(graph)  # both engines: the same checks, before any kernel runs
-        plan = WalkPlan((key, alive), graph.topo_order(), graph.outputs)
-        _PLANS[graph] = plan
-    if type(interp) not in plan.checked:
-        interp.check_supported(graph)
-        plan.checked.add(type(interp))
-    return plan
-
-
-def _last_use(order: list[Node], outputs: list[str]) -> dict[int, list[str]]:
-    """Step after which each tensor can be freed (never for graph outputs)."""
-    last: dict[str, int] = {}
-    for step, node in enumerate(order):
-        last.setdefault(node.name, step)
-        for src in node.inputs:
-            last[src] = step
-    freed: dict[int, list[str]] = {}
-    for name, step in last.items():
-        if name not in outputs:
-            freed.setdefault(step, []).append(name)
-    return freed
-
-
-def bind_inputs(graph: Graph, feeds) -> dict[str, np.ndarray]:
-    """Match `feeds` to the graph inputs and check rank, shape and dtype.
+def bind_inputs(graph: Graph, feeds, plan=None) -> dict[str, np.ndarray]:
+    """Match `feeds` to the graph inputs and check rank, shape and dtype (`check_input`),
+    then, in a quantized graph, the values (finite floats, integer codes in range).
 
     The first dimension is the batch and is free; every other dimension that
-    the graph declares must match.
+    the graph declares must match. With the graph's `plan`, an array whose (shape,
+    dtype) already passed skips the layout checks; the value checks run on every call.
     """
     if not isinstance(feeds, Mapping):
         if len(graph.inputs) != 1:
             raise InputError(f"graph has inputs {graph.inputs}: pass a dict, not one array")
         feeds = {graph.inputs[0]: feeds}
-    unknown = sorted(set(feeds) - set(graph.inputs))
-    if unknown:
-        raise InputError(f"unknown input(s) {unknown}; graph inputs are {graph.inputs}")
+    else:
+        unknown = sorted(set(feeds) - set(graph.inputs))
+        if unknown:
+            raise InputError(f"unknown input(s) {unknown}; graph inputs are {graph.inputs}")
+    quantized = graph.meta.get("quantized")
     bound = {}
-    for name in graph.inputs:
+    for node in plan.input_nodes if plan is not None else map(graph.node, graph.inputs):
+        name = node.name
         if name not in feeds:
             raise InputError(f"missing graph input '{name}'")
-        bound[name] = check_input(graph.node(name), feeds[name])
-        if graph.meta.get("quantized"):
-            _check_finite(graph.node(name), bound[name])
+        array = feeds[name]
+        if plan is not None and type(array) is np.ndarray and (name, array.shape, array.dtype) in plan.feeds:
+            _check_integer_input(node, array)
+        else:
+            array = check_input(node, array)
+            if plan is not None:
+                plan.feeds.add((name, array.shape, array.dtype))
+        if quantized:
+            _check_finite(node, array)
+        bound[name] = array
     return bound
 
 
@@ -237,8 +162,8 @@ def check_input(node: Node, value) -> np.ndarray:
 def _check_integer_input(node: Node, array: np.ndarray) -> None:
     """An input declared int8/uint8/int16 (an integer model) takes integers in its range."""
     declared = np.dtype(node.attrs.get("dtype", "float32"))
-    if declared.kind not in "iu":
-        return
+    if declared.kind not in "iu" or array.dtype == declared:
+        return  # (codes of the declared dtype are in range whatever their values)
     if array.dtype.kind == "f":
         if array.size and not np.array_equal(array, np.round(array)):
             raise InputError(f"input '{node.name}': {array.dtype} values that are not integers, "

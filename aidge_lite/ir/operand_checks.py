@@ -4,6 +4,12 @@
 the op: window ops take 4-D tensors; a Conv / Gemm's ranks, channels, groups, bias shape and
 `kernel_shape` fit its operands; in an integer graph, a bound on the accumulator proves it
 exact in both engines (the integer engine's int64 and the fake-quant engine's float64).
+
+With a `memo` (the walk plan's, dropped when the graph changes), what depends only on the
+operands' shapes and dtypes is checked once per combination: the shape checks, and the
+accumulator bound when the operands' dtypes alone prove it (int8 activations and weights,
+int32 biases: any values of those dtypes fit). Only operands of wider dtypes (int64, the
+fake-quant engine's float64) are scanned on every call.
 """
 from __future__ import annotations
 
@@ -20,11 +26,41 @@ op = OpType
 # fake-quant engine too (float64 holds every integer below 2^53).
 EXACT_LIMIT = 1 << 53
 WINDOW_OPS = frozenset({op.CONV, op.MAXPOOL, op.AVGPOOL})
+OPERAND_CHECKED = WINDOW_OPS | {op.GLOBAL_AVGPOOL, op.GEMM}  # the ops check_operands looks at
+# max |v| over every value of an integer dtype narrow enough to bound an accumulator
+_DTYPE_ABS = {np.dtype(t).char: max(-int(np.iinfo(t).min), int(np.iinfo(t).max))
+              for t in ("int8", "uint8", "int16", "uint16", "int32", "uint32")}
+_PROVED = "proved"  # memo verdict: shapes fit and the dtypes prove the accumulator exact
 
 
-def check_operands(graph, node: Node, operands) -> None:
+def check_operands(graph, node: Node, operands, memo: dict | None = None) -> None:
     """Shapes of the operands of a Conv / Gemm (both engines, before the op); in an integer
-    graph, also that the accumulator is provably exact (|acc| < 2^53) in both engines."""
+    graph, also that the accumulator is provably exact (|acc| < 2^53) in both engines.
+
+    `memo`: a dict kept while the graph is unchanged; the verdict for these shapes and
+    dtypes is kept in it (see the module docstring)."""
+    if node.op not in OPERAND_CHECKED:
+        return
+    key = None
+    if memo is not None:
+        try:
+            key = ("operands", node.name, *[(a.shape, a.dtype.char) for a in operands])
+        except AttributeError:  # not arrays: no verdict kept
+            key = None
+        verdict = None if key is None else memo.get(key)
+        if verdict is _PROVED:
+            return
+        if verdict is not None:  # shapes fit; the bound depends on the values
+            _check_exact(node, operands, verdict)
+            return
+    verdict = _check(graph, node, operands)
+    if key is not None:
+        memo[key] = verdict
+
+
+def _check(graph, node: Node, operands):
+    """The checks of `check_operands`; returns `_PROVED`, or the fan-in when the accumulator
+    bound needed the operands' values."""
     # a float island (quantize_network's exclude) computes in float64 in both engines
     integer = graph.meta.get("integer") and not node.attrs.get("excluded")
     if node.op in WINDOW_OPS or node.op is op.GLOBAL_AVGPOOL and integer:
@@ -32,7 +68,7 @@ def check_operands(graph, node: Node, operands) -> None:
             raise UnsupportedOperatorError(node.name, node.op.value, "only 2-D windows (4-D tensors)")
     if node.op is op.CONV:
         if node.attrs.get("layout", "NCHW") != "NCHW" or node.attrs.get("weight_layout", "OIHW") != "OIHW":
-            return  # TFLite NHWC convs: checked by interp/zero_point.py on their own layout
+            return _PROVED  # TFLite NHWC convs: checked by interp/zero_point.py on their own layout
         x, w = operands[0], operands[1]
         b = operands[2] if len(operands) > 2 else None
         group = int(node.attrs.get("group", 1))
@@ -61,9 +97,10 @@ def check_operands(graph, node: Node, operands) -> None:
                 raise _shape_error(node, operands, f"bias must broadcast to ({m}, {n})")
         fan_in = k
     else:
-        return
-    if integer:
-        _check_exact(node, operands, fan_in)
+        return _PROVED
+    if integer and not _check_exact(node, operands, fan_in):
+        return fan_in
+    return _PROVED
 
 
 def _broadcasts(shape, to) -> bool:
@@ -90,15 +127,23 @@ def max_abs(a: np.ndarray) -> int:
     return max(-int(lo), int(hi))
 
 
-def _check_exact(node, operands, fan_in) -> None:
+def _check_exact(node, operands, fan_in) -> bool:
+    """Raise unless the accumulator provably stays below 2^53; True when the operands'
+    dtypes prove it for any values (the values are then not read)."""
+    # zero points are subtracted before the products (TFLite graphs): they widen the operands
+    x_zero = abs(int(node.attrs.get("input_zero_point", 0)))
+    w_zero = abs(int(node.attrs.get("weight_zero_point", 0)))
+    widest = [_DTYPE_ABS.get(a.dtype.char) for a in operands[:3]]
+    if None not in widest:
+        bias = widest[2] if len(operands) > 2 else 0
+        if (widest[0] + x_zero) * (widest[1] + w_zero) * fan_in + bias < EXACT_LIMIT:
+            return True
     x, w = operands[0], operands[1]
     bias = max_abs(operands[2]) if len(operands) > 2 else 0
-    # zero points are subtracted before the products (TFLite graphs): they widen the operands
-    x_max = max_abs(x) + abs(int(node.attrs.get("input_zero_point", 0)))
-    w_max = max_abs(w) + abs(int(node.attrs.get("weight_zero_point", 0)))
-    bound = x_max * w_max * fan_in + bias
+    bound = (max_abs(x) + x_zero) * (max_abs(w) + w_zero) * fan_in + bias
     if bound >= EXACT_LIMIT:
         raise ExecutionError(
             f"node '{node.name}' ({node.op.value}): the accumulator may reach {bound} "
             f"(max|x| * max|w| * {fan_in} + max|bias|), beyond 2^53 where the engines cannot "
             "compute it exactly (corrupted weights or activations?)")
+    return False

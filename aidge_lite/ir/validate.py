@@ -11,7 +11,9 @@ Three levels, all raising an `aidge_lite.errors` exception that names the node:
 - `validate(graph)`: `verify` plus what only the whole graph tells: names, graph
   input shapes and dtypes, constant dtypes, the stored target, and for an integer
   graph integer weights, no Gemm alpha/beta, only ops the integer engine has.
-  Both engines call it on entry (`Interpreter.run`), and so does `serialize.load`.
+  Both engines call it on entry (`Interpreter.run`, once per graph state: the walk plan
+  of `interp.walk_plan` is rebuilt, and the graph validated again, whenever something a run
+  depends on changed), and so does `serialize.load`.
 - `check_operands(graph, node, operands)` (in `operand_checks`): the arrays an op is
   about to read. Called by the shared graph walk for both engines, before the op.
 
@@ -260,6 +262,9 @@ def validate(graph) -> list[Node]:
     engines; else return its topological order (the walk reuses it)."""
     from .verify import verified_order  # verify calls check_node on every node
 
+    for node in graph.topo_order():  # (the checks below and the walk plan read them as dicts)
+        if not isinstance(node.attrs, dict):
+            raise GraphError(f"node '{node.name}': attrs must be a dict, got {type(node.attrs).__name__}")
     order = verified_order(graph)
     for node in order:
         if not isinstance(node.name, str) or not node.name:
