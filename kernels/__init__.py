@@ -13,6 +13,8 @@ from .conv import (conv2d, conv2d_output_shape, conv2d_ref, conv2d_requant,
 from .elementwise import (add, add_ref, clip, clip_ref, concat2, concat2_ref,
                           relu, relu_ref)
 from .gemm import gemm, gemm_ref
+from .dense import gemm_pack, gemm_packed, gemm_packed_ref
+from .conv_packed import ConvLayer, conv2d_pack, conv2d_requant_into, conv2d_requant_into_ref
 from .gemmlowp import (check_gemmlowp_args, multiply_by_quantized_multiplier,
                        quantize_multiplier_greater_than_one,
                        quantize_multiplier_smaller_than_one_exp, requant_gemmlowp,
@@ -37,8 +39,9 @@ __all__ = [
     "round_float", "round_float_ref",
     "conv2d", "conv2d_ref", "conv2d_output_shape", "output_extent",
     "conv2d_requant", "conv2d_requant_ref",
+    "ConvLayer", "conv2d_pack", "conv2d_requant_into", "conv2d_requant_into_ref",
     "set_threads", "get_threads", "max_threads", "with_threads",
-    "gemm", "gemm_ref", "histogram", "histogram_ref",
+    "gemm", "gemm_ref", "gemm_pack", "gemm_packed", "gemm_packed_ref", "histogram", "histogram_ref",
     "fit_accumulator", "fit_accumulator_ref",
     "requant_float", "requant_float_ref", "requant_float32", "requant_float32_ref",
     "requant_int", "requant_int_ref",

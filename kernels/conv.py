@@ -8,23 +8,18 @@ import numba
 import numpy as np
 
 from .canonical import as_array, as_operand
-from .igemm import (BLOCK, IM2COL_BELOW, depthwise_requant_run, depthwise_run, igemm_requant_run,
-                    igemm_run, int32_exact, max_abs, nchw_int16, nhwc_int16, pack_conv_weights)
-from .requant import requant_float, requant_float_ref
 from .checks import check_conv_args, check_requant_args
+from .conv_setup import ROWCONV_MAX_C, output_extent  # noqa: F401 (re-exported: kernels.pool, tests)
+from .conv_setup import depthwise_setup as _depthwise_setup
+from .conv_setup import igemm_setup as _igemm_setup
+from .conv_setup import use_rowconv as _use_rowconv
+from .conv_vnni import vnni_conv, vnni_conv_requant
+from .igemm import (BLOCK, depthwise_requant_run, depthwise_run, igemm_requant_run, igemm_run, int32_exact,
+                    max_abs)
+from .requant import requant_float, requant_float_ref
 from .rowconv import rowconv_requant_run, rowconv_run, rowconv_setup
 from .threads import call_with_threads
 
-ROWCONV_MAX_C = 4  # input channels up to which the pixels-as-lanes kernel is used
-
-
-@numba.njit(cache=True)
-def output_extent(size, kernel, stride, pad_begin, pad_end, dilation):
-    """Output length along one axis (ONNX floor mode); <= 0 means invalid.
-
-    Shared by convolution and pooling, from jitted and plain Python code.
-    """
-    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def conv2d_output_shape(x_shape, w_shape, geometry):
@@ -55,6 +50,11 @@ def conv2d(x, w, bias, geometry):
 
     Notes
     -----
+    On a host with AVX-512 VNNI, 1x1 convs (unit stride, no padding, one
+    group) and convs with at most 4 input channels per group (depthwise, an
+    RGB stem; dilation 1, ``stride_w`` 1 or 2) first try
+    :mod:`kernels.conv_vnni`: ``vpdpwssd`` on int16 pairs with pixels as
+    lanes, under the same int32 bound as below.
     Fast path (:mod:`kernels.igemm`): when the actual operand bounds prove
     it exact (``max|x| * max|w| * C/group * KH * KW <= 2**31 - 1``, both
     maxima ``<= 32767``), an implicit GEMM on int16 operands with int32
@@ -73,6 +73,9 @@ def conv2d(x, w, bias, geometry):
     calls one jitted body compiled for those types only.
     """
     check_conv_args(x, w, np.asarray(bias), geometry)  # O(1): Numba would read past buffers
+    fast = vnni_conv(x, w, bias, geometry, None, conv_work(x.shape, w.shape, np.asarray(geometry)))
+    if fast is not None:
+        return fast
     wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)
@@ -169,54 +172,6 @@ def _fast_ok(x, w, geometry):
 
 
 @numba.njit(cache=True)
-def _igemm_setup(x, w, geometry):
-    """xbuf, geo, taps, kp, packed weights of the implicit-GEMM path (see kernels.igemm)."""
-    n_batch, c_in, h, wd = x.shape
-    k_out, cg, kh_size, kw_size = w.shape
-    sh, sw, pt, pl = geometry[0], geometry[1], geometry[2], geometry[3]
-    pb, pr, dh, dw = geometry[4], geometry[5], geometry[6], geometry[7]
-    groups = geometry[8]
-    oh_size = output_extent(h, kh_size, sh, pt, pb, dh)
-    ow_size = output_extent(wd, kw_size, sw, pl, pr, dw)
-    hp, wp = h + pt + pb, wd + pl + pr
-    xbuf = nhwc_int16(x, pt, pb, pl, pr)
-    kg = k_out // groups
-    contiguous = groups == 1 and dw == 1
-    if contiguous:
-        taps = np.arange(kh_size) * (dh * wp * c_in)
-        kp = (kw_size * cg + 1) // 2
-    else:
-        taps = np.empty(kh_size * kw_size, np.int64)
-        for i in range(kh_size):
-            for j in range(kw_size):
-                taps[i * kw_size + j] = (i * dh * wp + j * dw) * c_in
-        kp = (cg + 1) // 2
-    pw = 8 if kg <= 8 else 16
-    run = kw_size * cg if contiguous else cg
-    im2col = kp < IM2COL_BELOW and taps.size > 1  # short taps: gather rows first
-    if im2col:
-        kp = (taps.size * run + 1) // 2
-    bp = pack_conv_weights(w, groups, contiguous, pw, kp, im2col)
-    geo = np.array([n_batch * oh_size * ow_size, oh_size * ow_size, ow_size,
-                    hp * wp * c_in, sh * wp * c_in, sw * c_in, groups, cg, kg, pw,
-                    run if im2col else 0], np.int64)
-    return xbuf, geo, taps.astype(np.int64), kp, bp
-
-
-@numba.njit(cache=True)
-def _depthwise_setup(x, w, geometry):
-    """Padded NCHW int16 input, (K, KH, KW) int32 weights, [sh, sw, dh, dw]."""
-    xpad = nchw_int16(x, geometry[2], geometry[4], geometry[3], geometry[5])
-    w32 = np.empty((w.shape[0], w.shape[2], w.shape[3]), np.int32)
-    for k in range(w.shape[0]):
-        for i in range(w.shape[2]):
-            for j in range(w.shape[3]):
-                w32[k, i, j] = w[k, 0, i, j]
-    geo = np.array([geometry[0], geometry[1], geometry[6], geometry[7]], np.int64)
-    return xpad, w32, geo
-
-
-@numba.njit(cache=True)
 def _conv2d_int16(x, w, bias, geometry, threads):
     """The exact int16/int32 path of :func:`conv2d` (bounds checked by the caller)."""
     n_batch, c_in, h, wd = x.shape
@@ -237,13 +192,6 @@ def _conv2d_int16(x, w, bias, geometry, threads):
         xbuf, geo, taps, kp, bp = _igemm_setup(x, w, geometry)
         igemm_run(xbuf, geo, taps, kp, bp, bias64, out, threads)
     return out.reshape((n_batch, k_out, oh_size, ow_size))
-
-
-@numba.njit(cache=True)
-def _use_rowconv(x, w, geometry, ow_size):
-    """Few input channels, unit stride and dilation along W: pixels-as-lanes kernel."""
-    return (x.shape[1] <= ROWCONV_MAX_C and geometry[8] == 1 and geometry[1] == 1
-            and geometry[7] == 1 and ow_size >= 8 and w.shape[3] >= 2)
 
 
 def conv2d_requant(x, w, bias, geometry, multiplier, params):
@@ -270,15 +218,28 @@ def conv2d_requant(x, w, bias, geometry, multiplier, params):
 
     Notes
     -----
-    On the implicit-GEMM path (see :func:`conv2d`) the requantization is the
-    epilogue of each block, so the int64 accumulators are never stored.
+    On the implicit-GEMM and VNNI paths (see :func:`conv2d`) the
+    requantization is the epilogue of each block, so the int64 accumulators
+    are never stored.
     Otherwise computed as ``conv2d`` (byte limbs included) then
     ``requant_float``. Same single float64 product and rounding as
     ``requant_float``: bit-identical.
-    Operands are widened as for :func:`conv2d`.
+    Operands are widened as for :func:`conv2d`. :func:`kernels.conv2d_requant_into`
+    is the same with weights packed once and an int8/uint8 output.
     """
     check_conv_args(x, w, np.asarray(bias), geometry)
     check_requant_args(multiplier, params, w.shape[0])
+    oh, ow = conv2d_output_shape(x.shape, w.shape, np.asarray(geometry))[2:]
+    out = np.empty((x.shape[0], w.shape[0], oh, ow), np.int16)
+    minmax = vnni_conv_requant(x, w, bias, geometry, multiplier, params, None, out,
+                               conv_work(x.shape, w.shape, np.asarray(geometry)))
+    if minmax is not None:
+        return out, minmax
+    return conv2d_requant_int16(x, w, bias, geometry, multiplier, params)
+
+
+def conv2d_requant_int16(x, w, bias, geometry, multiplier, params):
+    """:func:`conv2d_requant` off the VNNI paths (checked operands; int16 result)."""
     wide = _wider_than_bytes(x, w)
     x, w = as_operand(x), as_operand(w)
     bias, geometry = as_array(bias, np.int64), as_array(geometry, np.int64)

@@ -7,11 +7,14 @@ and all arithmetic runs in the Numba kernels of `kernels`. Every operand is
 checked here before a kernel sees it: Numba does no bounds checking.
 
 Speed: a Conv whose only consumer is a float-mode QUANTIZER to int8/uint8/
-int16 runs as `kernels.conv2d_requant` (the requantization is the epilogue
-of each tile; the int64 accumulators are never stored), unless the caller asks
-for intermediates. The kernel returns the accumulators' min/max: if the
-accumulator policy would change any value, the Conv is recomputed unfused,
-so the result is always the unfused one. Thread count: `kernels.set_threads`.
+int16 runs as `kernels.conv2d_requant_into` (the requantization is the epilogue
+of each tile; the int64 accumulators are never stored; the quantizer's dtype is
+written directly), unless the caller asks for intermediates. The kernel returns
+the accumulators' min/max: if the accumulator policy would change any value,
+the Conv is recomputed unfused, so the result is always the unfused one.
+Constant weights are packed once per walk plan (`kernels.conv2d_pack`,
+`kernels.gemm_pack`), kept while the weight is the same array object. Thread
+count: `kernels.set_threads`.
 """
 from __future__ import annotations
 
@@ -51,7 +54,6 @@ class IntegerInterpreter(Interpreter):
                 "of quantize_network(..., no_quant=False)"
             )
         self.policy = AccumulatorPolicy(graph_target(graph, self.target), kernels.fit_accumulator)
-        self.transposed: dict[str, np.ndarray] = {}
 
     def prepare_input(self, node, value):
         declared = np.dtype(node.attrs.get("dtype", "float32"))
@@ -139,8 +141,9 @@ def _quantizer(self, node, x):
 
 
 def _conv_plan(self, node, x_shape, w_shape):
-    """(geometry, fusable quantizer, its multipliers, [mode, lo, hi]) of a Conv: derived from
-    attributes only, so kept in the walk plan's memo (a one-sample call pays for it once)."""
+    """(geometry, fusable quantizer, its multipliers, [mode, lo, hi], (OH, OW)) of a Conv:
+    derived from attributes only, so kept in the walk plan's memo (a one-sample call pays
+    for it once)."""
     key = ("conv", node.name, x_shape[1:], w_shape, self.fuse)
     plan = self.memo.get(key)
     if plan is not None:
@@ -156,7 +159,7 @@ def _conv_plan(self, node, x_shape, w_shape):
         (multiplier,) = rescale_params(q, w_shape[0])
         params = np.array([kernels.ROUNDING_NAMES[q.attrs["rounding"]], q.attrs["lo"], q.attrs["hi"]],
                           np.int64)
-    plan = self.memo[key] = (geometry, q, multiplier, params)
+    plan = self.memo[key] = (geometry, q, multiplier, params, tuple(int(v) for v in out_hw))
     return plan
 
 
@@ -172,13 +175,26 @@ def _conv(self, node, x, w, b=None):
             f"do not fit (group={group})"
         )
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    geometry, q, multiplier, params = _conv_plan(self, node, x.shape, w.shape)
+    geometry, q, multiplier, params, out_hw = _conv_plan(self, node, x.shape, w.shape)
     if q is not None:  # Conv -> Quantizer in one pass: requantize each tile as it is computed
-        y, minmax = kernels.conv2d_requant(x, w, b, geometry, multiplier, params)
+        y = np.empty((x.shape[0], w.shape[0], *out_hw), q.attrs["dtype"])
+        minmax = kernels.conv2d_requant_into(x, _conv_layer(self, node, x.shape, w, geometry), b,
+                                             multiplier, params, y)
         if _within_accumulator(self.policy, minmax):  # else: the policy acts, recompute unfused
-            self.fused[q.name] = y.astype(np.dtype(q.attrs["dtype"]), copy=False)
+            self.fused[q.name] = y
             return _FUSED
     return kernels.conv2d(x, w, b, geometry)
+
+
+def _conv_layer(self, node, x_shape, w, geometry):
+    """`kernels.conv2d_pack` of a Conv's weight, kept in the walk plan's memo per input
+    shape (auto_pad makes the geometry depend on it) while the weight is the same array
+    object (a constant: packed once, not per call)."""
+    key = ("layer", node.name, x_shape[1:])
+    layer = self.memo.get(key)
+    if layer is None or layer.w is not w:
+        layer = self.memo[key] = kernels.conv2d_pack(w, geometry)
+    return layer
 
 
 @reg(op.GEMM)
@@ -186,16 +202,19 @@ def _gemm(self, node, x, w, b=None):
     b = np.zeros(1, np.int64) if b is None else b  # Gemm's C is optional
     _require_int(node, x, w, b)
     x = x.T if node.attrs.get("transA", 0) else x  # shapes checked by validate.check_operands
-    w_t = self.transposed.get(node.name)
-    if w_t is None:  # the kernel wants (in, out); transpose once per run
-        w_t = self.transposed[node.name] = np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w)
+    key = ("gemm", node.name)
+    cached = self.memo.get(key)
+    if cached is None or cached[0] is not w:  # the kernel wants (in, out): transposed and packed once
+        w_t = np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w)
+        cached = self.memo[key] = (w, w_t, kernels.gemm_pack(w_t) if w_t.ndim == 2 else None)
+    w_t = cached[1]
     if x.ndim != 2 or w_t.ndim != 2 or x.shape[1] != w_t.shape[0] or b.size not in (1, w_t.shape[1]):
         raise ExecutionError(
             f"node '{node.name}' (Gemm): input {x.shape}, weight {w.shape}, bias {b.shape} do not fit"
         )
     # a (1, N) or one-element bias broadcasts over the rows like Gemm's C (and the fake-quant)
     b = np.ascontiguousarray(np.broadcast_to(b.reshape(-1), (w_t.shape[1],)))
-    return kernels.gemm(np.ascontiguousarray(x), w_t, b)
+    return kernels.gemm_packed(np.ascontiguousarray(x), cached[2], b)
 
 
 @reg(op.ADD)
