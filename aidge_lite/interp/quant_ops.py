@@ -28,19 +28,29 @@ def _scaling(self, node, x):
     return (channels_view(x) * scale.reshape(1, -1, 1)).reshape(x.shape)
 
 
+#: Elements per block of the quantizer: the NumPy twins make ~10 passes with temporaries;
+#: on blocks of 512 KB (float64) they stay in L2 (EfficientNet-Lite0's 70 quantizers: 62 -> 37 ms per image).
+QUANTIZER_BLOCK = 1 << 16
+
+
 @reg(OpType.QUANTIZER)
 def _quantizer(self, node, x):
-    if node.attrs.get("mode", "float") == "float":
-        view, (multiplier,), mode, bounds = quantizer_args(node, np.asarray(x, np.float64))
-        out = np.empty(view.shape, np.float64)
-        if node.attrs.get("float32"):  # float32 multiplier and product (compat="aidge")
-            kernels.requant_float32_ref(view, multiplier, mode, bounds, out)
+    float_mode = node.attrs.get("mode", "float") == "float"
+    view, params, mode, bounds = quantizer_args(node, np.asarray(x, np.float64))
+    out = np.empty(view.shape, np.float64)
+    n, c, s = view.shape
+    step = max(1, QUANTIZER_BLOCK // max(1, n * s))
+    for c0 in range(0, c, step):  # blocks of channels: every rule here is per element
+        part, done = view[:, c0:c0 + step], out[:, c0:c0 + step]
+        args = [p[c0:c0 + step] for p in params]
+        if float_mode and node.attrs.get("float32"):  # float32 multiplier and product (compat="aidge")
+            kernels.requant_float32_ref(part, *args, mode, bounds, done)
+        elif float_mode:
+            _requant_float_exact(part, *args, mode, bounds, done)
         else:
-            _requant_float_exact(view, multiplier, mode, bounds, out)
-    else:
-        view, (multiplier, shift), mode, bounds = quantizer_args(node, x.astype(np.int64))
-        out = np.empty(view.shape, np.float64)
-        kernels.requant_int_ref(view, multiplier, shift, mode, bounds, out)
+            acc = np.trunc(part)  # the accumulator, as astype(int64) reads it
+            if not _requant_int_float(acc, *args, mode, bounds, done):
+                kernels.requant_int_ref(acc.astype(np.int64), *args, mode, bounds, done)
     self.count_clipped(node, view, out)
     return out.reshape(x.shape)
 
@@ -49,6 +59,26 @@ def _requant_float_exact(view, multiplier, mode, bounds, out):
     """requant_float's twin on float64 input (the input quantizer sees floats)."""
     scaled = view * multiplier.reshape(1, -1, 1)
     np.clip(kernels.round_float_ref(scaled, mode), bounds[0], bounds[1], out=out)
+
+
+def _requant_int_float(view, multiplier, shift, mode, bounds, out) -> bool:
+    """`requant_int_ref` computed in float64 when that is exact; False (nothing written) if not.
+
+    ``acc * m * 2**-shift`` is exact in float64 while ``|acc * m| < 2**53`` (the power of
+    two only moves the exponent; every result here is a normal number); rounding it
+    with `round_float_ref` then gives the integer twin's rounded quotient, and a clip
+    its saturation (a left shift saturates exactly like a clip of the product). About
+    4x fewer passes than the int64 twin, which handles every other case.
+    """
+    if view.size == 0 or int(shift.min()) < -62:
+        return False
+    peak = max(float(view.max()), -float(view.min()))
+    if not peak * float(np.abs(multiplier).max()) < 2.0 ** 53:
+        return False
+    scale = np.ldexp(multiplier.astype(np.float64), -shift.astype(np.int64))
+    scaled = view * scale.reshape(1, -1, 1)
+    np.clip(kernels.round_float_ref(scaled, mode), bounds[0], bounds[1], out=out)
+    return True
 
 
 @reg(OpType.AVGPOOL)
