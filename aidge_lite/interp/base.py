@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import AidgeLiteError, ExecutionError, InputError, UnsupportedOperatorError
 from ..ir import Graph, Node, OpType
 from ..ir.operand_checks import OPERAND_CHECKED, check_operands
-from .walk_plan import _last_use, walk_plan  # noqa: F401  (_last_use: ptq.calibration_data)
+from .walk_plan import _last_use, check_activation_budget, walk_plan  # noqa: F401  (_last_use: ptq.calibration_data)
 
 Impl = Callable[..., np.ndarray]
 
@@ -49,7 +49,7 @@ class Interpreter:
         run_node, env = self.run_node, {}
         for node, name, is_input, inputs, dead in plan.steps:
             if is_input:
-                env[name] = self.prepare_input(node, bound[name])
+                env[name] = self._prepared(node, bound[name])
             else:
                 env[name] = run_node(node, [env[i] for i in inputs])
             if dead and not intermediates:
@@ -79,15 +79,23 @@ class Interpreter:
     def prepare_input(self, node: Node, value: np.ndarray) -> np.ndarray:
         return value
 
+    def _prepared(self, node: Node, value: np.ndarray) -> np.ndarray:
+        try:  # the engine's copy of an input may not fit in memory: an error naming it
+            return self.prepare_input(node, value)
+        except AidgeLiteError:
+            raise
+        except Exception as exc:
+            raise InputError(f"input '{node.name}': {exc}") from exc
+
     def run_node(self, node: Node, operands: list[np.ndarray]) -> np.ndarray:
         impl = self.impls.get(node.op)
         if impl is None:
             raise UnsupportedOperatorError(
                 node.name, node.op.value, f"no {type(self).__name__} implementation"
             )
-        if node.op in OPERAND_CHECKED:
-            check_operands(self.graph, node, operands, getattr(self, "memo", None))
-        try:
+        try:  # the operand checks too: a scan may fail to allocate
+            if node.op in OPERAND_CHECKED:
+                check_operands(self.graph, node, operands, getattr(self, "memo", None))
             return impl(self, node, *operands)
         except AidgeLiteError:
             raise
@@ -123,6 +131,7 @@ def bind_inputs(graph: Graph, feeds, plan=None) -> dict[str, np.ndarray]:
         else:
             array = check_input(node, array)
             if plan is not None:
+                check_activation_budget(plan, node, array)
                 plan.feeds.add((name, array.shape, array.dtype))
         if quantized:
             _check_finite(node, array)

@@ -21,13 +21,16 @@ dtypes kept in the plan (`feeds`, `memo`).
 """
 from __future__ import annotations
 
+import os
 import weakref
 from itertools import chain
 from operator import attrgetter, is_, itemgetter
 
 import numpy as np
 
+from ..errors import InputError
 from ..ir import Graph, Node, OpType
+from ..ir.node import META_SHAPE
 from ..ir.validate import validate
 
 SMALL_ARRAY = 256  # elements: arrays up to this size are compared by content on every run
@@ -105,6 +108,56 @@ class WalkPlan:
         self.checked: set[type] = set()
         self.memo: dict = {}
         self.feeds: set = set()
+
+    def largest_activation(self) -> tuple[str, int] | None:
+        """(name, elements) of the biggest non-constant tensor at the shapes `infer_shapes`
+        recorded (batch one); a node the PTQ inserted later (quantizers, scaling: they keep
+        their input's shape) counts with its first input's. None when the inputs have no
+        recorded shape. Not cached: asked once per new input shape."""
+        best, sizes = ("", 0), {}
+        for node in self.order:
+            if node.op is OpType.CONSTANT:
+                continue
+            shape = node.meta.get(META_SHAPE)
+            if shape is not None:
+                size = int(np.prod(shape, dtype=object)) if len(shape) else 1
+            elif node.inputs and node.inputs[0] in sizes:
+                size = sizes[node.inputs[0]]
+            else:
+                return None
+            sizes[node.name] = size
+            best = max(best, (node.name, size), key=itemgetter(1))
+        return best
+
+
+#: Largest activation (bytes, as float64) a run may create: a bigger batch is refused
+#: before anything is allocated. Read when an input shape is first seen; None: half
+#: the physical memory.
+MAX_ACTIVATION_BYTES: int | None = None
+
+
+def _budget() -> int:
+    if MAX_ACTIVATION_BYTES is not None:
+        return int(MAX_ACTIVATION_BYTES)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf: 8 GiB
+        return 8 << 30
+
+
+def check_activation_budget(plan: WalkPlan, node: Node, array: np.ndarray) -> None:
+    """Refuse an input whose batch would make some tensor larger than the budget: the
+    tensor sizes at batch one (recorded by shape inference) scaled by the batch."""
+    largest = plan.largest_activation()
+    inferred = node.meta.get(META_SHAPE)
+    if largest is None or not inferred or array.ndim == 0 or not inferred[0]:
+        return
+    scale = -(-array.shape[0] // inferred[0])  # batch relative to the recorded shape
+    need = largest[1] * scale * 8  # float64: the fake-quant engine's and the worst dtype
+    if need > _budget():
+        raise InputError(f"input '{node.name}': a batch of {array.shape[0]:,} makes tensor "
+                         f"'{largest[0]}' {need:,} bytes, over the budget of {_budget():,} "
+                         "(aidge_lite.interp.walk_plan.MAX_ACTIVATION_BYTES); run smaller batches")
 
 
 _PLANS: "weakref.WeakKeyDictionary[Graph, WalkPlan]" = weakref.WeakKeyDictionary()
