@@ -38,6 +38,18 @@ It takes two steps of the pipeline, both no-ops unless `bias_correction=True`:
   reference engine. A corrected bias is clipped to the target's accumulator
   range (noted in the report) and stored as int32, or int64 if it needs it.
 
+Samples: both steps measure their means on the first `bias_correction_samples` samples of
+the calibration set (`quantize_network` option, default 128; None: all of them), the same
+samples for both. The correction only needs each channel's mean, which a few hundred
+thousand spatial positions per channel already pin down, while its cost is about three
+network runs per sample (one float, two fake-quant): AIMET's empirical variant also
+measures on a subset. The calibration ranges and histograms still see every sample.
+The samples are the first ones: shuffle a calibration set sorted by class. Measured on
+EfficientNet-Lite0 (8 bits, preset "best", 256 crops, 256 held-out): top-1 agreement /
+SQNR 90.2 % / 22.0 dB uncapped, 89.8 % / 20.3 dB at 128, 89.1 % / 20.2 dB at 64,
+85.2 % / 18.3 dB at 32 (89.5 % / 17.0 dB without correction); the corrected result
+moves by up to 2-3 dB with small changes of the clips, so read these as +-2 dB.
+
 Requires: `quantize` (integer graph) and calibration data that can be read
 again (an array, a list, a re-iterable or a callable; not a one-shot iterator).
 Skipped with `no_quant`: that graph keeps float, unrounded weights and biases,
@@ -67,7 +79,7 @@ def record_float_means(graph: Graph, cfg: PTQConfig) -> PassReport:
     if cfg.no_quant:
         return PassReport("record_float_means", False, {"skipped": NO_QUANT_REASON})
     affines = [n.name for n in graph.topo_order() if n.op in AFFINE and not is_float(n)]
-    means = channel_means(graph, cfg, affines)
+    means = channel_means(graph, cfg, affines, samples(cfg))
     for name, mean in means.items():
         graph.node(name).meta[META_FLOAT_MEAN] = mean
     return PassReport("record_float_means", bool(means), {"layers": affines})
@@ -84,12 +96,19 @@ def bias_correction(graph: Graph, cfg: PTQConfig) -> PassReport:
     limit = 1 << (cfg.target.acc_bits - 1)
     factors = accumulator_factors(graph)
     corrected, clipped = {}, []
-    walk = NodeMajor(graph, cfg.calibration)  # each layer computed once, not once per later layer
+    walk = NodeMajor(graph, samples(cfg))  # each layer computed once, not once per later layer
     try:
         _correct_layers(graph, walk, factors, limit, corrected, clipped)
     finally:
         walk.close()
-    return PassReport("bias_correction", bool(corrected), {"corrected": corrected, "clipped": clipped})
+    return PassReport("bias_correction", bool(corrected), {"corrected": corrected, "clipped": clipped,
+                                                            "samples": cfg.bias_correction_samples})
+
+
+def samples(cfg: PTQConfig):
+    """The calibration samples both steps measure their means on: the first
+    `cfg.bias_correction_samples` (all of them when None)."""
+    return cfg.calibration.head(cfg.bias_correction_samples)
 
 
 def _correct_layers(graph, walk, factors, limit, corrected, clipped) -> None:
@@ -129,14 +148,15 @@ def accumulator_factors(graph: Graph) -> dict[str, np.ndarray]:
     return factors
 
 
-def channel_means(graph: Graph, cfg: PTQConfig, names: list[str]) -> dict[str, np.ndarray]:
-    """Mean over the calibration set of each channel (axis 1) of the tensors `names`.
+def channel_means(graph: Graph, cfg: PTQConfig, names: list[str], data=None) -> dict[str, np.ndarray]:
+    """Mean over `data` (a `CalibrationSet`, default the calibration set) of each channel
+    (axis 1) of the tensors `names`.
 
     A quantized graph runs in the fake-quant engine, a float one in float64;
     only the ancestors of `names` are computed.
     """
     observer = _ChannelSums(set(names), _ancestors(graph, names))
-    for batch in cfg.calibration.batches(graph):
+    for batch in (cfg.calibration if data is None else data).batches(graph):
         observer.run(graph, batch)
     return {name: observer.sums[name] / observer.counts[name] for name in names}
 

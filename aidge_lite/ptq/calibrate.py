@@ -6,6 +6,10 @@ batch by batch and keeps only running statistics, never raw activations, so
 its memory does not grow with the number of images. It runs in float64, as
 the reference library does.
 
+With `one_walk_histograms` and MSE / mean-abs clipping (not compat "aidge") the same walk bins
+every rescaling node's output (`histograms.RunningHistogram`), so clipping
+needs no second read of the data.
+
 Ensures: every non-constant node has `meta["range"]` = max |x| and
 `meta["min"]`/`meta["max"]` over the calibration set.
 """
@@ -13,32 +17,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CalibrationError
+from ..errors import CalibrationError, QuantizationError
 from ..interp.reference import ReferenceInterpreter
 from ..ir import Graph, OpType
 from ..ir.node import META_RANGE
 from .config import PassReport, PTQConfig
+from .histograms import META_RUNNING_HIST, histogram_bins, running_histograms
 
 
 class RangeObserver(ReferenceInterpreter):
-    """Reference interpreter that records min, max and max|x| of every tensor."""
+    """Reference interpreter that records min, max and max|x| of every tensor, and
+    feeds the `hists` ({node name: `RunningHistogram`}) in the same walk."""
 
-    def __init__(self):
+    def __init__(self, hists: dict | None = None):
         super().__init__(np.float64)
+        self.hists = hists or {}
 
     def run_node(self, node, operands):
         value = super().run_node(node, operands)
         if node.op is not OpType.CONSTANT:
-            _observe(node, value)
+            _observe(node, value, self.hists.get(node.name))
         return value
 
     def prepare_input(self, node, value):
         value = super().prepare_input(node, value)
-        _observe(node, value)
+        _observe(node, value, self.hists.get(node.name))
         return value
 
 
-def _observe(node, value):
+def _observe(node, value, hist=None):
     if value.size == 0:
         return
     low, high = float(value.min()), float(value.max())
@@ -46,6 +53,18 @@ def _observe(node, value):
     meta["min"] = min(meta.get("min", low), low)
     meta["max"] = max(meta.get("max", high), high)
     meta[META_RANGE] = max(abs(meta["min"]), abs(meta["max"]))
+    if hist is not None:
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise QuantizationError(f"node '{node.name}': NaN or Inf values, no histogram to clip from")
+        hist.add(value, low, high)
+
+
+def one_walk_histograms(cfg: PTQConfig) -> bool:
+    """Whether `calibrate` collects the clipping histograms: asked for
+    (`cfg.one_walk_histograms`), MSE / mean-abs (ours). KL and compat "aidge" bin over the
+    final range in a second walk: KL's divergence depends on the bin grid (on a finer one
+    it clipped lenet's conv1 to 3 % of its range)."""
+    return cfg.one_walk_histograms and cfg.clipping in ("mse", "aa") and cfg.compat != "aidge"
 
 
 def calibrate(graph: Graph, cfg: PTQConfig) -> PassReport:
@@ -54,11 +73,21 @@ def calibrate(graph: Graph, cfg: PTQConfig) -> PassReport:
     for node in graph.topo_order():
         for key in ("min", "max", META_RANGE):
             node.meta.pop(key, None)
-    observer = RangeObserver()
+        node.meta.pop(META_RUNNING_HIST, None)
+    hists = {}
+    if one_walk_histograms(cfg):
+        # 2N bins over [0, R), R < 2 range: at least the N bins over the range a second walk had
+        bins = 2 * histogram_bins(max([cfg.nb_bits, *cfg.node_bits.values()]))
+        hists = running_histograms(graph, bins, signs=cfg.optimize_signs)
+    observer = RangeObserver(hists)
     samples = 0
     for batch in cfg.calibration.batches(graph):
         observer.run(graph, batch)
         samples += batch.shape[0]
     graph.meta["calibration_samples"] = samples
+    for name, hist in hists.items():
+        # read (and removed) by optimize_clipping
+        graph.node(name).meta[META_RUNNING_HIST] = {"range": hist.rng, "magnitude": hist.magnitude,
+                                                    "positive": hist.positive}
     zero = [n.name for n in graph.topo_order() if n.meta.get(META_RANGE) == 0.0]
     return PassReport("calibrate", True, {"samples": samples, "constant_zero": zero})

@@ -58,6 +58,26 @@ class CalibrationSet:
             self._consumed = True
         return data
 
+    def head(self, count: int | None) -> "CalibrationSet":
+        """The first `count` samples of this set, in the same order and batches (the whole
+        set when `count` is None or not smaller): a pass that needs only a sample of the
+        data reads no more of it."""
+        if count is None:
+            return self
+
+        def source():
+            left = count
+            for batch in self._source():
+                array = np.asarray(batch)
+                if array.ndim == 0:
+                    yield array  # refused by `batches`, with its message
+                    return
+                yield array[:left]
+                left -= min(left, array.shape[0])
+                if left == 0:
+                    return
+        return CalibrationSet(source, self.batch_size, self.memory_budget)
+
     def batches(self, graph: Graph) -> Iterator[np.ndarray]:
         """Yield float64 batches checked against the graph's single input."""
         if len(graph.inputs) != 1:

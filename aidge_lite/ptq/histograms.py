@@ -29,11 +29,28 @@ reach the bin count, from 14 bits signed for MSE/AA and 13 for KL, the search
 keeps c = 1), while 2^20 bins at 16 bits would cost 8 MB per node and seconds
 of search. Compat keeps 2^(n+4).
 
+One walk instead of two (`RunningHistogram`, opt-in `PTQConfig.one_walk_histograms`,
+not compat "aidge"): the
+binning above needs the final range, so it reads the calibration set a second
+time. `calibrate` instead bins each rescaling node's output while it measures
+the ranges, over [0, R) with R the smallest power of two above every magnitude
+seen so far. When a batch exceeds R, R doubles and bins 2i, 2i+1 merge into
+bin i: with R and N powers of two, t = m / R * N is m times a power of two
+(exact), and floor(floor(t) / 2) = floor(t / 2), so the merged counts are the
+ones binning at 2R from the start would give, whatever the batch order.
+R ends in (range, 2 range]; `calibrate` takes 2N bins, so at least N cover the range. Both |x| and,
+for a node whose readers all clamp negatives (the only ones the sign pass can
+make unsigned with negative values), max(x, 0) are kept; `optimize_clipping`
+takes the one the sign pass asks for. MSE / mean-abs only: KL's divergence depends
+on the bin grid, so KL keeps the second walk.
+
 Requires: `calibrate` (meta["range"]); the sign pass if sign-aware binning is
 wanted. Ensures: every rescaling node has `meta["hist"]`, an int64 array of N
 counts summing to the number of calibration values it produced.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -42,10 +59,11 @@ from aidge_lite.kernels.histogram import histogram as magnitude_histogram
 
 from ..errors import QuantizationError
 from ..interp.reference import ReferenceInterpreter
-from ..ir import Graph, OpType
+from ..ir import NON_NEGATIVE, Graph, OpType
 from ..ir.node import META_HIST, META_RANGE, META_SIGNED
 from .walk import RESCALING
 
+META_RUNNING_HIST = "running_hist"   # a RunningHistogram, from calibrate to optimize_clipping
 BINS_EXTRA_BITS = 4        # N = 2^(nb_bits + 4), the reference's rule
 MAX_HIST_BITS = 12         # our cap: N <= 2^12 = 4096, the 8-bit count
 BINNINGS = ("floor", "round")
@@ -150,3 +168,62 @@ def collect_histograms(graph: Graph, calibration, bins: int, *, binning: str = "
         observer.run(graph, batch)
     observer.store(graph)
     return observer.hists
+
+
+class RunningHistogram:
+    """Counts over [0, R) with R a power of two above every magnitude added, doubled as
+    needed (module doc): of |x| (`magnitude`) and/or of max(x, 0) (`positive`), each None
+    unless asked for; `bins` a power of 2."""
+
+    def __init__(self, bins: int, magnitude: bool = True, positive: bool = False):
+        if bins < 1 or bins & (bins - 1):
+            raise QuantizationError(f"a running histogram needs a power-of-two bin count, got {bins}")
+        self.bins, self.rng = int(bins), 0.0
+        self.magnitude = np.zeros(self.bins, dtype=np.int64) if magnitude else None
+        self.positive = np.zeros(self.bins, dtype=np.int64) if positive else None
+
+    def add(self, value: np.ndarray, low: float, high: float) -> None:
+        """Bin `value`, whose min and max are `low` and `high` (finite)."""
+        top = max(-low, high)
+        if top >= self.rng and top > 0:
+            self._grow(math.ldexp(1.0, math.frexp(top)[1]))  # 2^e > top (mantissa < 1)
+        counts = None
+        if self.magnitude is not None:
+            counts = magnitude_histogram(value, self.rng, self.bins)
+            self.magnitude += counts
+        if self.positive is not None:
+            if counts is None or low < 0:  # no negatives: max(x, 0) = |x|
+                counts = magnitude_histogram(value, self.rng, self.bins, unsigned=True)
+            self.positive += counts
+
+    def _grow(self, rng: float) -> None:
+        if self.rng > 0:  # zeros alone so far: all in bin 0, which every range keeps
+            doublings = round(math.log2(rng / self.rng))
+            for counts in (self.magnitude, self.positive):
+                if counts is None:
+                    continue
+                merged = counts
+                for _ in range(min(doublings, self.bins.bit_length())):
+                    merged = merged.reshape(-1, 2).sum(axis=1) if merged.size > 1 else merged
+                    merged = np.concatenate((merged, np.zeros(self.bins - merged.size, np.int64)))
+                counts[:] = merged
+        self.rng = rng
+
+
+def running_histograms(graph: Graph, bins: int, *, signs: bool) -> dict[str, RunningHistogram]:
+    """An empty `RunningHistogram` per rescaling node, binning what `optimize_clipping` will
+    read: max(x, 0) for a node every reader of which clamps negatives (a Relu, a Clip from
+    >= 0) when the sign pass runs (`signs`: it makes such a node unsigned unless a join
+    forces it signed); |x| otherwise."""
+    result = {}
+    for node in graph.topo_order():
+        if node.op not in RESCALING:
+            continue
+        readers = graph.consumers(node.name)
+        clamped = bool(readers) and node.name not in graph.outputs and all(
+            r.op in NON_NEGATIVE or (r.op is OpType.CLIP and r.attrs.get("min") is not None
+                                     and float(r.attrs["min"]) >= 0.0)
+            for r in readers)
+        positive = clamped and signs
+        result[node.name] = RunningHistogram(bins, magnitude=not positive, positive=positive)
+    return result

@@ -31,15 +31,23 @@ _INT_DTYPES = tuple(np.dtype(t) for t in ("int8", "int16", "int32", "int64"))
 
 def _compact(value: np.ndarray) -> np.ndarray:
     """`value` in the narrowest integer dtype holding it exactly, else unchanged."""
-    if value.dtype.kind != "f" or value.size == 0:
+    if value.size == 0 or value.dtype.kind not in "fiu":
+        return value
+    if value.dtype.kind in "iu":  # integers already: only narrow them
+        lo, hi = int(value.min()), int(value.max())
+        for dtype in _INT_DTYPES:
+            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+                return value.astype(dtype, copy=False)
         return value
     lo, hi = float(value.min()), float(value.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or not np.array_equal(np.rint(value), value):
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return value
     for dtype in _INT_DTYPES:
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max:
-            return value.astype(dtype)
+            # cast, then compare: a fraction truncates and differs (one pass fewer than rint)
+            narrow = value.astype(dtype)
+            return narrow if np.array_equal(narrow, value) else value
     return value
 
 
@@ -69,9 +77,12 @@ class FrontierStore:
         batches.append(path)
 
     def get(self, name: str, index: int) -> np.ndarray:
+        return self.stored(name, index).astype(self.dtypes[name], copy=False)
+
+    def stored(self, name: str, index: int) -> np.ndarray:
+        """Batch `index` of `name` as stored (compact integers when exact)."""
         item = self.tensors[name][index]
-        value = np.load(item) if isinstance(item, str) else item
-        return value.astype(self.dtypes[name], copy=False)
+        return np.load(item) if isinstance(item, str) else item
 
     def count(self, name: str) -> int:
         return len(self.tensors.get(name, ()))
@@ -149,10 +160,14 @@ class NodeMajor:
         if policy is not None and name in policy.overflows:  # stored values were wrapped/saturated
             self.stale.add(name)
             return
-        shifted = []
+        shifted, dtype = [], self.store.dtypes.get(name)
         for i in range(self.store.count(name)):
-            value = self.store.get(name, i)
-            value = value + delta.astype(value.dtype).reshape((1, -1) + (1,) * (value.ndim - 2))
+            value = self.store.stored(name, i)
+            if value.dtype.kind not in "iu":
+                value = value.astype(dtype)
+            # integers stay integers (int64: exact, no float copy); floats add as before
+            value = value + delta.astype(value.dtype if value.dtype.kind == "f" else np.int64).reshape(
+                (1, -1) + (1,) * (value.ndim - 2))
             if value.size and (value.max() >= limit or value.min() < -limit):
                 self.stale.add(name)  # the policy would act: recompute through it
                 return
@@ -160,14 +175,19 @@ class NodeMajor:
         self.store.drop(name)
         for value in shifted:
             self.store.put(name, value)
+        if shifted:
+            self.store.dtypes[name] = dtype  # readers get the dtype the interpreter produced
 
     def channel_sums(self, name: str) -> tuple[np.ndarray, int]:
         """Sum over batches of each batch's per-channel sum (the order a batch-by-batch run uses)."""
         total, count = 0.0, 0
         for i in range(self.store.count(name)):
-            view = np.asarray(self.store.get(name, i), np.float64)
+            view = self.store.stored(name, i)
             view = view.reshape(view.shape[0], view.shape[1], -1)
-            total = total + view.sum(axis=(0, 2))
+            if view.dtype.kind in "iu":  # exact in int64: what float64 gives below 2^53, no copy
+                total = total + view.sum(axis=(0, 2), dtype=np.int64).astype(np.float64)
+            else:
+                total = total + np.asarray(view, np.float64).sum(axis=(0, 2))
             count += view.shape[0] * view.shape[2]
         return total, count
 
