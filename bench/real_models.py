@@ -53,6 +53,8 @@ OURS = (
     ("ours, max clipping, per-channel", 8, {"per_channel": True}),
     ("ours, preset='best' without bias correction", 8, NO_BC),
     ("ours, preset='best'", 8, {"preset": "best"}),
+    ("ours, preset='best', bias correction on all samples", 8,
+     {"preset": "best", "bias_correction_samples": None}),
     ("ours, preset='best' + cle", 8, {"preset": "best", "cle": True}),
     ("ours, preset='best' without bias correction", 6, NO_BC),
     ("ours, preset='best'", 6, {"preset": "best"}),
