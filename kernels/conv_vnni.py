@@ -79,6 +79,29 @@ def vnni_conv(x, w, bias, geometry, packed, work):
     return call_with_threads(work, depthwise_conv, x, w, bias, geometry)
 
 
+def vnni_requant_path(x, w, geometry, packed):
+    """``(kernel, lead)`` of :func:`vnni_conv_requant`'s path for ``x``'s shape and dtype, when
+    the dtypes alone prove it exact (None otherwise: then the values decide, per call):
+    the kernel is called as ``kernel(x, *lead, bias, [geometry,] multiplier, params, out,
+    threads)``, ``geometry`` for the depthwise kernel only. Shapes: checked by the caller."""
+    if x.dtype not in _NARROW or w.dtype not in _NARROW or 0 in x.shape or 0 in w.shape:
+        return None
+    pointwise = use_pointwise(x.shape, w.shape, geometry)
+    if not (pointwise or use_depthwise(x.shape, w.shape, geometry)):
+        return None
+    w = as_array(w, w.dtype)
+    ax = 32768 if x.dtype == np.int16 else 255 if x.dtype == np.uint8 else 128
+    aw = 32768 if w.dtype == np.int16 else 255 if w.dtype == np.uint8 else 128
+    if ax * aw * w.shape[1] * w.shape[2] * w.shape[3] > 2 ** 31 - 1:
+        return None
+    if not pointwise:
+        return depthwise_conv_requant, (w,)
+    if quad_usable(x, w):
+        wq, sums = _panels(w, packed, "quad")
+        return quad_conv_requant, (wq, sums, 128 if x.dtype == np.int8 else 0)
+    return pointwise_conv_requant, (_panels(w, packed, "pair")[0],)
+
+
 def vnni_conv_requant(x, w, bias, geometry, multiplier, params, packed, out, work):
     """``conv2d_requant`` on a VNNI path into ``out`` (N, K, OH, OW; int8, uint8 or int16),
     returning the accumulators' ``[min, max]``; None when neither path applies (see

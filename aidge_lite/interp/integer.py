@@ -15,15 +15,23 @@ the Conv is recomputed unfused, so the result is always the unfused one.
 Constant weights are packed once per walk plan (`kernels.conv2d_pack`,
 `kernels.gemm_pack`), kept while the weight is the same array object. Thread
 count: `kernels.set_threads`.
+
+One-sample calls: what depends only on the graph and the operands' shapes and
+dtypes is derived once per walk plan (`self.memo`): a fused conv's kernel path,
+packed weights and checks (`kernels.conv_packed.conv2d_requant_prepare`; a call
+then runs the chosen jitted kernel, which checks only that the input is what it
+was prepared for), a quantizer's parameters, a Gemm's packed weight and bias.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from aidge_lite import kernels
+from aidge_lite.kernels.conv_packed import conv2d_requant_prepare
 
-from ..errors import ExecutionError, InputError, UnsupportedOperatorError
+from ..errors import AidgeLiteError, ExecutionError, InputError, UnsupportedOperatorError
 from ..ir import Node, OpType
+from ..ir.operand_checks import OPERAND_CHECKED
 from . import reference as ref_ops
 from .base import Interpreter
 from .geometry import window_geometry
@@ -64,8 +72,20 @@ class IntegerInterpreter(Interpreter):
     def run_node(self, node, operands):
         if node.attrs.get("excluded"):
             return run_float(self, node, operands)
-        value = super().run_node(node, operands)
-        if node.op in ACCUMULATING:
+        kind = node.op
+        if kind is op.CONSTANT:
+            return node.attrs["value"]
+        impl = self.impls.get(kind)
+        if impl is None or kind in OPERAND_CHECKED:  # the shared walk's checks first
+            value = super().run_node(node, operands)
+        else:  # what the shared walk does for the other ops, minus a call layer
+            try:
+                value = impl(self, node, *operands)
+            except AidgeLiteError:
+                raise
+            except Exception as exc:
+                raise ExecutionError(f"node '{node.name}' ({kind.value}): {exc}") from exc
+        if kind in ACCUMULATING and value is not _FUSED:
             value = self.policy.apply(node, value)
         return value
 
@@ -118,26 +138,35 @@ def _quantizer(self, node, x):
     fused = self.fused.pop(node.name, None)
     if fused is not None:
         return fused
+    call = self.memo.get(("qcall", node.name, x.shape, x.dtype))
+    if call is None:
+        call = _quantizer_call(self, node, x)
+    cast, view_shape, kernel, args, out_dtype = call
+    out = np.empty(view_shape, out_dtype)
+    kernel(np.ascontiguousarray(x, cast).reshape(view_shape), *args, out)
+    return out.reshape(x.shape)
+
+
+def _quantizer_call(self, node, x):
+    """(operand dtype, (N, C, S) view shape, requant kernel, its parameters, output dtype)
+    of a QUANTIZER for inputs of `x`'s shape and dtype: checked once, kept in the memo."""
     out_dtype = np.dtype(node.attrs["dtype"])
     requant_float = kernels.requant_float32 if node.attrs.get("float32") else kernels.requant_float
     if x.dtype.kind == "f":  # input quantizer: float64 product, same formula as the reference
-        view, (multiplier,), mode, bounds = _quantizer_args(self, node, np.ascontiguousarray(x, np.float64))
-        out = np.empty(view.shape, out_dtype)
-        requant_float(view, multiplier, mode, bounds, out)
-        return out.reshape(x.shape)
-    _require_int(node, x)
-    float_mode = node.attrs.get("mode", "float") == "float"
-    # An int8/16 activation (a Concat join) goes in as is: float64(x) is the same number, and
-    # no int64 copy is made. Accumulators and everything else: int64 (a small set of signatures).
-    keep = float_mode and x.dtype in _NARROW
-    view, params, mode, bounds = _quantizer_args(
-        self, node, np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.int64))
-    out = np.empty(view.shape, out_dtype)
-    if float_mode:
-        requant_float(view, params[0], mode, bounds, out)
+        cast = np.dtype(np.float64)
     else:
-        kernels.requant_int(view, params[0], params[1], mode, bounds, out)
-    return out.reshape(x.shape)
+        _require_int(node, x)
+        # An int8/16 activation (a Concat join) goes in as is: float64(x) is the same number, and
+        # no int64 copy is made. Accumulators and everything else: int64 (a small set of signatures).
+        keep = node.attrs.get("mode", "float") == "float" and x.dtype in _NARROW
+        cast = x.dtype if keep else np.dtype(np.int64)
+    view, params, mode, bounds = _quantizer_args(self, node, np.empty(x.shape, cast))
+    if node.attrs.get("mode", "float") == "float" or x.dtype.kind == "f":
+        kernel, args = requant_float, (params[0], mode, bounds)
+    else:
+        kernel, args = kernels.requant_int, (params[0], params[1], mode, bounds)
+    call = self.memo[("qcall", node.name, x.shape, x.dtype)] = (cast, view.shape, kernel, args, out_dtype)
+    return call
 
 
 def _conv_plan(self, node, x_shape, w_shape):
@@ -165,6 +194,21 @@ def _conv_plan(self, node, x_shape, w_shape):
 
 @reg(op.CONV)
 def _conv(self, node, x, w, b=None):
+    # One-sample calls: the checks below and the kernel's path choice depend only on the
+    # operands' shapes/dtypes and on w and b (constants: the same objects while the graph
+    # is), so they were made once, by `_prepare_fused` (a plan time check, not a per-call one).
+    fast = self.memo.get(("fused", node.name, x.shape, x.dtype, self.fuse))
+    if fast is not None and fast[0] is w and fast[1] is b:
+        _, _, prepared, q, out_shape = fast
+        y = np.empty(out_shape, prepared.out_dtype)
+        if _within_accumulator(self.policy, prepared(x, y)):
+            self.fused[q.name] = y
+            return _FUSED
+    return _conv_checked(self, node, x, w, b)
+
+
+def _conv_checked(self, node, x, w, b):
+    b_given = b
     b = np.zeros(w.shape[0] if w.ndim else 0, np.int64) if b is None else b  # the bias is optional
     _require_int(node, x, w, b)
     group = node.attrs.get("group", 1)
@@ -180,10 +224,24 @@ def _conv(self, node, x, w, b=None):
         y = np.empty((x.shape[0], w.shape[0], *out_hw), q.attrs["dtype"])
         minmax = kernels.conv2d_requant_into(x, _conv_layer(self, node, x.shape, w, geometry), b,
                                              multiplier, params, y)
+        _prepare_fused(self, node, x, w, b, b_given, q, multiplier, params, geometry, y.shape)
         if _within_accumulator(self.policy, minmax):  # else: the policy acts, recompute unfused
             self.fused[q.name] = y
             return _FUSED
     return kernels.conv2d(x, w, b, geometry)
+
+
+def _prepare_fused(self, node, x, w, b, b_given, q, multiplier, params, geometry, out_shape):
+    """Keep in the memo what `_conv`'s fast path needs for inputs like `x`: the operands
+    passed the checks above, so the kernel's own checks and path choice are made here once
+    (`conv2d_requant_prepare`; None when they depend on the values: no fast path)."""
+    key = ("fused", node.name, x.shape, x.dtype, self.fuse)
+    cached = self.memo.get(key, False)
+    if cached is None or (cached and cached[0] is w and cached[1] is b_given):
+        return  # prepared already, or known to need the values (None)
+    prepared = conv2d_requant_prepare(x.shape, x.dtype, _conv_layer(self, node, x.shape, w, geometry), b,
+                                      multiplier, params, q.attrs["dtype"])
+    self.memo[key] = None if prepared is None else (w, b_given, prepared, q, out_shape)
 
 
 def _conv_layer(self, node, x_shape, w, geometry):
@@ -197,24 +255,31 @@ def _conv_layer(self, node, x_shape, w, geometry):
     return layer
 
 
+_NO_GEMM_BIAS = np.zeros(1, np.int64)  # one object: the memo below keys on the bias' identity
+
+
 @reg(op.GEMM)
 def _gemm(self, node, x, w, b=None):
-    b = np.zeros(1, np.int64) if b is None else b  # Gemm's C is optional
+    b = _NO_GEMM_BIAS if b is None else b  # Gemm's C is optional
     _require_int(node, x, w, b)
     x = x.T if node.attrs.get("transA", 0) else x  # shapes checked by validate.check_operands
     key = ("gemm", node.name)
     cached = self.memo.get(key)
-    if cached is None or cached[0] is not w:  # the kernel wants (in, out): transposed and packed once
+    if cached is None or cached[0] is not w or cached[3] is not b:
+        # the kernel wants (in, out): transposed and packed once
         w_t = np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w)
-        cached = self.memo[key] = (w, w_t, kernels.gemm_pack(w_t) if w_t.ndim == 2 else None)
+        if w_t.ndim != 2 or b.size not in (1, w_t.shape[1]):
+            raise ExecutionError(
+                f"node '{node.name}' (Gemm): weight {w.shape}, bias {b.shape} do not fit")
+        # a (1, N) or one-element bias broadcasts over the rows like Gemm's C (and the fake-quant)
+        bias = np.array(np.broadcast_to(b.reshape(-1), (w_t.shape[1],)), order="C")
+        cached = self.memo[key] = (w, w_t, kernels.gemm_pack(w_t), b, bias)
     w_t = cached[1]
-    if x.ndim != 2 or w_t.ndim != 2 or x.shape[1] != w_t.shape[0] or b.size not in (1, w_t.shape[1]):
+    if x.ndim != 2 or x.shape[1] != w_t.shape[0]:
         raise ExecutionError(
             f"node '{node.name}' (Gemm): input {x.shape}, weight {w.shape}, bias {b.shape} do not fit"
         )
-    # a (1, N) or one-element bias broadcasts over the rows like Gemm's C (and the fake-quant)
-    b = np.ascontiguousarray(np.broadcast_to(b.reshape(-1), (w_t.shape[1],)))
-    return kernels.gemm_packed(np.ascontiguousarray(x), cached[2], b)
+    return kernels.gemm_packed(np.ascontiguousarray(x), cached[2], cached[4])
 
 
 @reg(op.ADD)
