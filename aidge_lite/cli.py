@@ -251,6 +251,11 @@ _positive = _integer_at_least(1, "positive")
 _non_negative = _integer_at_least(0, "non-negative")
 
 
+def _samples_or_all(text: str) -> int | str:
+    """An argparse type: "all" or a positive integer."""
+    return "all" if text.strip().lower() == "all" else _positive(text)
+
+
 def _progress(args) -> bool:
     """--progress / --no-progress, else progress bars only on a terminal."""
     return sys.stderr.isatty() if args.progress is None else args.progress
@@ -305,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-channel", action=flag, default=None, help="per-channel weight scales")
     p.add_argument("--bias-correction", action=flag, default=None,
                    help="correct each layer's mean output shift (empirical bias correction)")
+    p.add_argument("--bias-correction-samples", type=_samples_or_all, default=None, metavar="N|all",
+                   help="calibration samples bias correction measures: the first N (default 128), or all")
     add_target_options(p, default_help="default: the 'default' profile")
     p.add_argument("--spec", choices=("tflite",), default=None,
                    help="TFLite's int8 spec: zero points, per-channel weights, gemmlowp (--bits 8)")

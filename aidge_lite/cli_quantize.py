@@ -111,7 +111,7 @@ def _quantize(args) -> int:
             graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
             preset=args.preset, no_quant=args.no_quant, clipping=args.clipping, cle=args.cle,
             optimize_signs=args.signs, single_shift=args.single_shift, per_channel=args.per_channel,
-            bias_correction=args.bias_correction,
+            bias_correction=args.bias_correction, **_bias_samples(args),
             target=target,
             spec=args.spec, batch_size=args.batch_size,
             exclude=args.exclude or None, fallback=args.fallback,
@@ -163,3 +163,11 @@ def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path
         print(f"worst layer SQNR: {sqnr_text(worst)} dB at '{worst['name']}' ({worst['role']})")
     for text in zeroed_text(report):
         print(f"warning: {text}")
+
+
+def _bias_samples(args) -> dict:
+    """`bias_correction_samples` when the option was given ("all": None), else the library default."""
+    chosen = args.bias_correction_samples
+    if chosen is None:
+        return {}
+    return {"bias_correction_samples": None if chosen == "all" else chosen}

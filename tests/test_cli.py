@@ -333,11 +333,11 @@ def test_quantize_digits_full_split(tmp_path):
 def test_quantize_bias_correction_flag(tmp_path):
     """--bias-correction reaches quantize_network and stays bit-exact (digits_mlp, 3 bits)."""
     code, out, err = cli("quantize", "digits_mlp", "--bits", "3", "--clipping", "mse", "--signs",
-                         "--per-channel", "--bias-correction", "--calib-limit", "200", "--limit", "100",
-                         "--no-plots", "-o", tmp_path / "bc")
+                         "--per-channel", "--bias-correction", "--bias-correction-samples", "50",
+                         "--calib-limit", "200", "--limit", "100", "--no-plots", "-o", tmp_path / "bc")
     assert code == 0, err
     rep = json.loads((tmp_path / "bc" / "report.json").read_text())
-    assert rep["options"]["bias_correction"] is True
+    assert rep["options"]["bias_correction"] is True and rep["options"]["bias_correction_samples"] == 50
     assert rep["bit_exact"]["mismatches"] == 0
 
 
@@ -351,3 +351,18 @@ def test_quantize_warns_about_zeroed_channels(tmp_path, mnist8_available):
     rep = json.loads((tmp_path / "m" / "report.json").read_text())
     assert rep["zeroed_channels"] == [{"node": "/blocks/blocks.1/dw/dw.0/Conv_output_0",
                                        "channels": 32, "zeroed": 31}]
+
+
+@pytest.mark.parametrize("given, passed", [(None, {}), ("all", {"bias_correction_samples": None}),
+                                           ("64", {"bias_correction_samples": 64})])
+def test_bias_correction_samples_option(given, passed):
+    """Not given: the library default; "all": every sample (None); N: the first N; 0 refused."""
+    from aidge_lite import cli as cli_module
+    from aidge_lite.cli_data import UsageError
+    from aidge_lite.cli_quantize import _bias_samples
+
+    argv = ["quantize", "digits_mlp", "--bits", "8", "-o", "OUT"]
+    args = cli_module.build_parser().parse_args(argv + (["--bias-correction-samples", given] if given else []))
+    assert _bias_samples(args) == passed
+    with pytest.raises(UsageError, match="--bias-correction-samples: expected a positive integer, got 0"):
+        cli_module.build_parser().parse_args(argv + ["--bias-correction-samples", "0"])
