@@ -11,6 +11,7 @@ from .checks import check_conv_args, check_requant_args
 from .conv import _conv2d_requant_body, conv2d_output_shape, conv2d_requant_int16, conv2d_requant_ref, conv_work
 from .conv_vnni import conv_pack, depthwise_conv_requant, vnni_conv_requant, vnni_requant_path
 from .conv_setup import ROWCONV_MAX_C, igemm_setup
+from .depthwise import depthwise_conv_requant_packed, dw_layout, pack_dw_weights
 from .igemm import BLOCK, igemm_requant_run, nhwc_int16
 from .threads import call_with_threads
 
@@ -156,6 +157,10 @@ def conv2d_requant_prepare(x_shape, x_dtype, layer, bias, multiplier, params, ou
         kernel, lead = path
         run.kernel, run.args = kernel, (*lead, bias64, *((geometry,) if kernel is depthwise_conv_requant
                                                         else ()), multiplier, params)
+        if kernel is depthwise_conv_requant:  # the weight pairs and tap layout, once (~11 us a call)
+            lay, taps = dw_layout(x.shape[2], x.shape[3], w.shape[1], w.shape[2], w.shape[3], geometry)
+            run.kernel = depthwise_conv_requant_packed
+            run.args = (pack_dw_weights(as_array(w, w.dtype)), lay, taps, bias64, geometry, multiplier, params)
         run.work = x.shape[0] * (w.shape[0] * oh * ow * w.shape[1] * w.shape[2] * w.shape[3]
                                  + x.shape[1] * x.shape[2] * x.shape[3])
         return run

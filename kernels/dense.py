@@ -67,6 +67,50 @@ def gemm_packed(a, packed, bias):
     return gemm(a, b, bias) if out is None else out
 
 
+class PreparedGemm:
+    """:func:`gemm_packed` of one ``packed`` / ``bias`` for inputs of one shape and 8/16-bit
+    dtype, its checks made once (:func:`gemm_prepare`): a call only checks that ``a`` has that
+    shape and dtype, then runs the jitted body (or :func:`kernels.gemm` when it declines)."""
+
+    __slots__ = ("a_shape", "a_dtype", "b", "panels", "bmax", "bias", "bias64", "work")
+
+    def __call__(self, a):
+        """``bias + a @ b`` as (M, N) int64, equal to ``gemm_packed(a, packed, bias)``."""
+        if a.shape != self.a_shape or a.dtype != self.a_dtype:
+            raise ValueError(f"prepared gemm: a {a.dtype}{a.shape} is not the "
+                             f"{self.a_dtype}{self.a_shape} it was prepared for")
+        out = call_with_threads(self.work, _gemm_packed_body, as_array(a, np.int16), self.panels, self.bmax,
+                                self.b.shape[1], self.bias64)
+        return gemm(a, self.b, self.bias) if out is None else out
+
+
+def gemm_prepare(a_shape, a_dtype, packed, bias):
+    """Check :func:`gemm_packed`'s operands for inputs of ``a_shape`` / ``a_dtype`` once.
+
+    Returns
+    -------
+    PreparedGemm or None
+        Called as ``prepared(a)``; None when :func:`gemm_packed` would decide its path on
+        the values or takes :func:`kernels.gemm` anyway (``a`` wider than 16 bits, ``b`` not
+        packed, no rows). Holds a copy of ``bias`` (later changes to it are not seen).
+    """
+    a_dtype = np.dtype(a_dtype)
+    b, panels, bmax = packed
+    a = np.broadcast_to(np.zeros((), a_dtype), tuple(int(s) for s in a_shape))  # shape-only stand-in
+    check_gemm_args(a, b, np.asarray(bias))
+    if panels.size == 0 or not (a_dtype.itemsize == 1 or a_dtype == np.int16) or a.shape[0] == 0:
+        return None
+    pw = 8 if b.shape[1] <= 8 else 16
+    if panels.shape != (-(-b.shape[1] // pw) * pw * ((b.shape[0] + 1) // 2) * 2,):
+        raise ValueError(f"gemm_prepare: panels {panels.shape} do not come from gemm_pack of b {b.shape}")
+    run = PreparedGemm()
+    run.a_shape, run.a_dtype, run.b, run.panels, run.bmax = a.shape, a_dtype, b, panels, np.int64(bmax)
+    run.bias = np.array(bias, copy=True)
+    run.bias64 = as_array(run.bias, np.int64).copy()
+    run.work = int(a.shape[0]) * int(b.shape[1]) * int(a.shape[1])
+    return run
+
+
 @numba.njit(cache=True)
 def _gemm_packed_body(a, panels, bmax, n_size, bias, threads):
     """The fast path of :func:`gemm_packed`, or None when the int32 bound is not proven."""

@@ -287,6 +287,21 @@ def depthwise_conv_requant(x, w, bias, geometry, multiplier, params, out, thread
     return minmax
 
 
+@numba.njit(cache=True)
+def depthwise_conv_requant_packed(x, wq_pairs, lay, taps, bias, geometry, multiplier, params, out, threads):
+    """:func:`depthwise_conv_requant` with the weight pairs (:func:`pack_dw_weights`) and the
+    layout (:func:`dw_layout` for ``x``'s shape) made once by the caller, who has checked them
+    against ``x``, ``w`` and ``out`` (``kernels.conv2d_requant_prepare``)."""
+    n_size, k_out = out.shape[0], out.shape[1]
+    blocks = np.empty((n_size * k_out, 2), np.int64)
+    dw_requant_run(x, wq_pairs, geometry, geometry[8], lay, taps, bias, multiplier, params,
+                   out.reshape((n_size, k_out, lay[0] * lay[1])), blocks)
+    minmax = np.empty(2, np.int64)
+    minmax[0] = blocks[:, 0].min()
+    minmax[1] = blocks[:, 1].max()
+    return minmax
+
+
 def depthwise_ref(x, w, bias, geometry):
     """NumPy twin of this path (dilation 1): the grouped conv as (N, K, OH, OW) int64, tap by tap."""
     sh, sw, pt, pl, pb, pr = (int(g) for g in geometry[:6])

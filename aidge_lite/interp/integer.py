@@ -28,6 +28,7 @@ import numpy as np
 
 from aidge_lite import kernels
 from aidge_lite.kernels.conv_packed import conv2d_requant_prepare
+from aidge_lite.kernels.dense import gemm_prepare
 
 from ..errors import AidgeLiteError, ExecutionError, InputError, UnsupportedOperatorError
 from ..ir import Node, OpType
@@ -273,12 +274,16 @@ def _gemm(self, node, x, w, b=None):
                 f"node '{node.name}' (Gemm): weight {w.shape}, bias {b.shape} do not fit")
         # a (1, N) or one-element bias broadcasts over the rows like Gemm's C (and the fake-quant)
         bias = np.array(np.broadcast_to(b.reshape(-1), (w_t.shape[1],)), order="C")
-        cached = self.memo[key] = (w, w_t, kernels.gemm_pack(w_t), b, bias)
+        cached = self.memo[key] = [w, w_t, kernels.gemm_pack(w_t), b, bias, None]
+    prepared = cached[5]
+    if prepared is not None and x.shape == prepared.a_shape and x.dtype == prepared.a_dtype:
+        return prepared(x)  # checked at preparation for this shape and dtype
     w_t = cached[1]
     if x.ndim != 2 or x.shape[1] != w_t.shape[0]:
         raise ExecutionError(
             f"node '{node.name}' (Gemm): input {x.shape}, weight {w.shape}, bias {b.shape} do not fit"
         )
+    cached[5] = gemm_prepare(x.shape, x.dtype, cached[2], cached[4])  # None: gemm_packed decides per call
     return kernels.gemm_packed(np.ascontiguousarray(x), cached[2], cached[4])
 
 

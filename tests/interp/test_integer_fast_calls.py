@@ -1,5 +1,5 @@
 """One-sample calls of the integer engine: the per-(shape, dtype) prepared conv
-(`kernels.conv_packed.conv2d_requant_prepare`) and the engine's memoized op calls
+(`kernels.conv_packed.conv2d_requant_prepare`), the prepared Gemm (`kernels.dense.gemm_prepare`) and the engine's memoized op calls
 give exactly what the checked entry points give, and still refuse what those refuse."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import aidge_lite
 from aidge_lite import kernels
 from aidge_lite.kernels.conv_packed import conv2d_requant_prepare
+from aidge_lite.kernels.dense import gemm_prepare
 from aidge_lite.models import datasets, zoo
 
 CASES = [  # (x shape, x dtype, w shape, geometry): depthwise/few-channel, implicit GEMM, pointwise
@@ -106,6 +107,72 @@ def test_replaced_weight_is_seen_by_the_fast_path(mnist8):
     conv = next(n for n in graph.topo_order() if n.op is aidge_lite.OpType.CONV)
     weight = graph.node(conv.inputs[1])
     before = aidge_lite.run(graph, x, engine="integer")[name]
+    old = weight.attrs["value"]
+    try:
+        graph.set_constant(weight.name, -old)
+        after = aidge_lite.run(graph, x, engine="integer")[name]
+        np.testing.assert_array_equal(after, aidge_lite.run(graph, x)[name])
+        assert not np.array_equal(after, before)
+    finally:
+        graph.set_constant(weight.name, old)
+    np.testing.assert_array_equal(aidge_lite.run(graph, x, engine="integer")[name], before)
+
+
+def test_prepared_depthwise_conv_packs_its_weights_once():
+    # the few-channel VNNI path gets the weight pairs and layout made at preparation
+    from aidge_lite.kernels.depthwise import depthwise_conv_requant_packed, use_depthwise
+
+    x_shape, _, w_shape, geometry = CASES[0]
+    if not use_depthwise(x_shape, w_shape, np.array(geometry, np.int64)):
+        pytest.skip("no AVX-512 VNNI on this host: the depthwise path is not taken")
+    layer = kernels.conv2d_pack(np.ones(w_shape, np.int8), np.array(geometry, np.int64))
+    params = np.array([kernels.HALF_AWAY, -128, 127], np.int64)
+    prepared = conv2d_requant_prepare(x_shape, np.int8, layer, np.zeros(8, np.int64), np.full(8, 1e-3),
+                                      params, np.int8)
+    assert prepared.kernel is depthwise_conv_requant_packed
+
+
+@pytest.mark.parametrize("a_shape, a_dtype, b_shape", [
+    ((1, 256), np.int8, (256, 10)), ((3, 40), np.uint8, (40, 17)), ((2, 33), np.int16, (33, 8))])
+def test_prepared_gemm_equals_checked_entry(a_shape, a_dtype, b_shape):
+    rng = np.random.default_rng(sum(a_shape) + sum(b_shape))
+    b = _operand(rng, b_shape, np.int8)
+    bias = rng.integers(-5000, 5000, b_shape[1]).astype(np.int32)
+    packed = kernels.gemm_pack(b)
+    prepared = gemm_prepare(a_shape, a_dtype, packed, bias)
+    assert prepared is not None
+    for _ in range(2):
+        a = _operand(rng, a_shape, a_dtype)
+        want = kernels.gemm_packed(a, packed, bias)
+        np.testing.assert_array_equal(want, kernels.gemm_ref(a, b, bias))
+        np.testing.assert_array_equal(prepared(a), want)
+        np.testing.assert_array_equal(prepared(np.asfortranarray(a)), want)
+
+
+def test_prepared_gemm_checks_once_and_refuses_others():
+    b = np.ones((16, 4), np.int8)
+    packed = kernels.gemm_pack(b)
+    prepared = gemm_prepare((1, 16), np.int8, packed, np.zeros(4, np.int64))
+    for a in (np.zeros((2, 16), np.int8), np.zeros((1, 16), np.int16)):
+        with pytest.raises(ValueError, match="prepared for"):
+            prepared(a)
+    with pytest.raises(ValueError, match="are not"):  # prepare checks like the public entry
+        gemm_prepare((1, 15), np.int8, packed, np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="bias"):
+        gemm_prepare((1, 16), np.int8, packed, np.zeros(5, np.int64))
+    # wider activations: gemm_packed decides on the values, per call
+    assert gemm_prepare((1, 16), np.int64, packed, np.zeros(4, np.int64)) is None
+    assert gemm_prepare((1, 16), np.int32, packed, np.zeros(4, np.int64)) is None
+
+
+def test_replaced_gemm_weight_is_seen_by_the_fast_path(mnist8):
+    graph, images = mnist8
+    graph = graph.copy()
+    x = images[:1]
+    (name,) = aidge_lite.run(graph, x, engine="integer")
+    gemm = next(n for n in graph.topo_order() if n.op is aidge_lite.OpType.GEMM)
+    weight = graph.node(gemm.inputs[1])
+    before = aidge_lite.run(graph, x, engine="integer")[name]  # the prepared Gemm serves this call
     old = weight.attrs["value"]
     try:
         graph.set_constant(weight.name, -old)
