@@ -27,6 +27,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import signal
 import tempfile
 import threading
@@ -182,7 +183,11 @@ def replace_folder(new, out) -> None:
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
                     continue
-            if not out.is_dir() or out.is_symlink():
+            try:  # one lstat: `out` may vanish between two checks (another writer moved it aside)
+                mode = os.lstat(out).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(mode):  # a file, or a symlink (lstat does not follow it)
                 raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out))
             try:
                 if _exchange(new, out):

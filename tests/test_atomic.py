@@ -143,7 +143,8 @@ def test_sigint_waits_for_the_end_of_a_rename():
 
 def _snapshot(out) -> dict:
     """{name: text} of one folder, read through one directory handle (a path would follow a swap
-    half-way through the listing); {} when there is no folder."""
+    half-way through the listing); {} when there is no folder, or when the folder read is no
+    longer `out` by the end of the read (an old one, moved aside and being deleted)."""
     try:
         fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -157,7 +158,13 @@ def _snapshot(out) -> dict:
                 return {}
             with os.fdopen(file) as f:
                 texts[name] = f.read()
-        return texts
+        # the handle may follow a folder that was moved aside and is being deleted (only
+        # its remaining files listed): count the read only if `out` still names that folder
+        try:
+            still_out = os.path.samestat(os.fstat(fd), os.stat(out))
+        except FileNotFoundError:
+            still_out = False
+        return texts if still_out else {}
     finally:
         os.close(fd)
 
