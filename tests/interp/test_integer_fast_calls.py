@@ -99,14 +99,16 @@ def test_one_sample_calls_equal_batch_and_fake_quant(mnist8):
             np.testing.assert_array_equal(one[name], batch[name][i:i + 1])
 
 
-def test_replaced_weight_is_seen_by_the_fast_path(mnist8):
+def _assert_replaced_weight_is_seen(mnist8, op):
+    """Negating the first `op` node's weight with `set_constant` changes the integer engine's
+    output (== fake-quant), and restoring it brings the original output back."""
     graph, images = mnist8
     graph = graph.copy()  # the module's fixture stays as it was
     x = images[:1]
     (name,) = aidge_lite.run(graph, x, engine="integer")
-    conv = next(n for n in graph.topo_order() if n.op is aidge_lite.OpType.CONV)
-    weight = graph.node(conv.inputs[1])
-    before = aidge_lite.run(graph, x, engine="integer")[name]
+    node = next(n for n in graph.topo_order() if n.op is op)
+    weight = graph.node(node.inputs[1])
+    before = aidge_lite.run(graph, x, engine="integer")[name]  # the prepared path serves this call
     old = weight.attrs["value"]
     try:
         graph.set_constant(weight.name, -old)
@@ -116,6 +118,10 @@ def test_replaced_weight_is_seen_by_the_fast_path(mnist8):
     finally:
         graph.set_constant(weight.name, old)
     np.testing.assert_array_equal(aidge_lite.run(graph, x, engine="integer")[name], before)
+
+
+def test_replaced_weight_is_seen_by_the_fast_path(mnist8):
+    _assert_replaced_weight_is_seen(mnist8, aidge_lite.OpType.CONV)
 
 
 def test_prepared_depthwise_conv_packs_its_weights_once():
@@ -166,19 +172,4 @@ def test_prepared_gemm_checks_once_and_refuses_others():
 
 
 def test_replaced_gemm_weight_is_seen_by_the_fast_path(mnist8):
-    graph, images = mnist8
-    graph = graph.copy()
-    x = images[:1]
-    (name,) = aidge_lite.run(graph, x, engine="integer")
-    gemm = next(n for n in graph.topo_order() if n.op is aidge_lite.OpType.GEMM)
-    weight = graph.node(gemm.inputs[1])
-    before = aidge_lite.run(graph, x, engine="integer")[name]  # the prepared Gemm serves this call
-    old = weight.attrs["value"]
-    try:
-        graph.set_constant(weight.name, -old)
-        after = aidge_lite.run(graph, x, engine="integer")[name]
-        np.testing.assert_array_equal(after, aidge_lite.run(graph, x)[name])
-        assert not np.array_equal(after, before)
-    finally:
-        graph.set_constant(weight.name, old)
-    np.testing.assert_array_equal(aidge_lite.run(graph, x, engine="integer")[name], before)
+    _assert_replaced_weight_is_seen(mnist8, aidge_lite.OpType.GEMM)
