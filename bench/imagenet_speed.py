@@ -15,7 +15,8 @@ contenders take turns, `ROUNDS` rounds, medians):
 2. integer engine vs onnxruntime int8 QDQ (`quantize_static`: QDQ, uint8
    activations x int8 per-channel weights, MinMax), one image per call;
 3. `quantize_network` (preset "best" and the defaults) vs `quantize_static`
-   (QDQ, per-channel, MinMax) on `CALIB` crops, wall time;
+   (QDQ, per-channel, MinMax) on `CALIB` crops, wall time; onnxruntime's calibration
+   session on 1 thread (and, one more row, on its default: every core);
 4. peak RSS of calibration (every PTQ pass up to and including `calibrate`)
    in a fresh process per count, crops streamed by a callable (64-crop
    batches made on the fly): 64 vs 1,024 crops.
@@ -126,14 +127,30 @@ def ort_session(path, threads=1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def ort_quantize(model: Path, out: Path, source) -> Path:
+def ort_quantize(model: Path, out: Path, source, threads: int | None = 1) -> Path:
+    """`quantize_static` (QDQ, u8 activations, s8 per-channel weights, MinMax); its calibration
+    session on `threads` intra-op threads (None: onnxruntime's default, every core).
+    quantize_static takes no session options, so the calibrator's `SessionOptions` is wrapped."""
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     name = onnx.load(str(model)).graph.input[0].name
-    quantize_static(str(model), str(out), Reader(name, source), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=CalibrationMethod.MinMax)
+    options_class = onnxruntime.SessionOptions
+
+    def pinned_options():
+        options = options_class()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        return options
+
+    if threads is not None:
+        onnxruntime.SessionOptions = pinned_options  # the calibrator looks it up at call time
+    try:
+        quantize_static(str(model), str(out), Reader(name, source), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        onnxruntime.SessionOptions = options_class
     return out
 
 
@@ -196,20 +213,25 @@ def speed_rows(model: Path, tmp: Path, calib: int, rounds: int, log) -> tuple[li
     source = crops(calib, seed=1)
     qdq = tmp / "qdq.onnx"
     timings = {}
-    t0, c0 = time.perf_counter(), time.process_time()
-    ort_quantize(model, qdq, source)
-    timings["ort"] = (time.perf_counter() - t0, time.process_time() - c0)
-    for preset in ("best", None):
+
+    def timed(key, fn):
         t0, c0 = time.perf_counter(), time.process_time()
-        q = aidge_lite.quantize_network(graph, source, preset=preset)
-        timings[preset] = (time.perf_counter() - t0, time.process_time() - c0)
-        log(f"  {preset}: {timings[preset]}, ort {timings['ort']}")
-        if preset is None:
-            qgraph = q
+        result = fn()
+        timings[key] = (time.perf_counter() - t0, time.process_time() - c0)
+        log(f"  {key}: {timings[key][0]:.1f} s wall, {timings[key][1]:.1f} s CPU")
+        return result
+
+    # one run each (minutes per run), in turns: onnxruntime 1 thread, ours, onnxruntime all cores, ours
+    timed("ort", lambda: ort_quantize(model, qdq, source, threads=1))
+    timed("best", lambda: aidge_lite.quantize_network(graph, source, preset="best"))
+    timed("ort_all", lambda: ort_quantize(model, tmp / "qdq_all.onnx", source, threads=None))
+    qgraph = timed(None, lambda: aidge_lite.quantize_network(graph, source))
     for preset in ("best", None):
         label = f'quantize_network(preset="{preset}")' if preset else "quantize_network (defaults)"
-        rows.append(_row(f"{label} vs quantize_static (QDQ, per-channel, MinMax)", f"{calib} crops",
-                         timings[preset], timings["ort"], unit=1))
+        rows.append(_row(f"{label} vs quantize_static (QDQ, per-channel, MinMax), 1 thread",
+                         f"{calib} crops", timings[preset], timings["ort"], unit=1))
+    rows.append(_row('quantize_network(preset="best") vs quantize_static (same), onnxruntime on '
+                     f"{os.cpu_count()} threads", f"{calib} crops", timings["best"], timings["ort_all"], unit=1))
 
     log("integer engine vs onnxruntime int8 ...")
     ort_int8 = ort_session(qdq)

@@ -13,8 +13,8 @@ the factor of the layer's input times its `weight_scale`, the rule of
 
 where mu_float_k[c] is the mean over the calibration set (samples and spatial
 positions) of channel c of layer k's output in the float graph, and
-mu_quant_k[c] the same mean of its integer accumulator in the fake-quant
-(reference) engine. Layers are corrected one at a time in topological order,
+mu_quant_k[c] the same mean of its integer accumulator, computed by the integer
+engine (the fake-quant engine gives the same integers; `node_major`). Layers are corrected one at a time in topological order,
 each measured on the graph whose earlier layers are already corrected, so a
 layer also absorbs the mean shift its quantized input carries.
 
@@ -41,8 +41,8 @@ It takes two steps of the pipeline, both no-ops unless `bias_correction=True`:
 Samples: both steps measure their means on the first `bias_correction_samples` samples of
 the calibration set (`quantize_network` option, default 128; None: all of them), the same
 samples for both. The correction only needs each channel's mean, which a few hundred
-thousand spatial positions per channel already pin down, while its cost is about three
-network runs per sample (one float, two fake-quant): AIMET's empirical variant also
+thousand spatial positions per channel already pin down, while its cost is about
+three network runs per sample (one float64, two integer): AIMET's empirical variant also
 measures on a subset. The calibration ranges and histograms still see every sample.
 The samples are the first ones: shuffle a calibration set sorted by class. Measured on
 EfficientNet-Lite0 (8 bits, preset "best", 256 crops, 256 held-out): top-1 agreement /

@@ -14,6 +14,9 @@ them (int8 activations: 1/8 of float64), and beyond `memory_budget` bytes
 batches go to temporary ``.npy`` files, so memory stays bounded whatever the
 number of samples. Values are the ones the reference interpreter computes on
 the same batches: results are bit-identical to running it batch by batch.
+An integer graph is computed by the integer engine (`IntegerInterpreter.run_node`,
+no Conv -> Quantizer fusion, so accumulators stay visible): the same integers as
+the fake-quant engine, several times faster.
 """
 from __future__ import annotations
 
@@ -29,42 +32,49 @@ from .calibration_data import MEMORY_BUDGET
 _INT_DTYPES = tuple(np.dtype(t) for t in ("int8", "int16", "int32", "int64"))
 
 
-def _compact(value: np.ndarray) -> np.ndarray:
-    """`value` in the narrowest integer dtype holding it exactly, else unchanged."""
+def _compact(value: np.ndarray) -> tuple[np.ndarray, tuple | None]:
+    """`value` in the narrowest integer dtype holding it exactly (else unchanged), and its
+    (min, max) as ints when it holds integers (None otherwise)."""
     if value.size == 0 or value.dtype.kind not in "fiu":
-        return value
+        return value, None
     if value.dtype.kind in "iu":  # integers already: only narrow them
         lo, hi = int(value.min()), int(value.max())
         for dtype in _INT_DTYPES:
             if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
-                return value.astype(dtype, copy=False)
-        return value
+                return value.astype(dtype, copy=False), (lo, hi)
+        return value, (lo, hi)
     lo, hi = float(value.min()), float(value.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return value
+        return value, None
     for dtype in _INT_DTYPES:
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max:
             # cast, then compare: a fraction truncates and differs (one pass fewer than rint)
             narrow = value.astype(dtype)
-            return narrow if np.array_equal(narrow, value) else value
-    return value
+            return (narrow, (int(lo), int(hi))) if np.array_equal(narrow, value) else (value, None)
+    return value, None
 
 
 class FrontierStore:
-    """Per-batch tensors by name: in memory up to `budget` bytes, then in temporary files."""
+    """Per-batch tensors by name: in memory up to `budget` bytes, then in temporary files.
+
+    An integer tensor may carry a pending per-channel offset (`offset`): `get` adds it,
+    so moving a layer's bias does not rewrite its stored batches."""
 
     def __init__(self, budget: int = MEMORY_BUDGET):
         self.budget = budget
         self.in_memory = 0
         self.tensors: dict[str, list] = {}
         self.dtypes: dict[str, np.dtype] = {}
+        self.bounds: dict[str, list] = {}    # name -> per batch (min, max) as stored, or None
+        self.offsets: dict[str, np.ndarray] = {}  # name -> int64 per channel, added by `get`
         self._dir = None
 
     def put(self, name: str, value: np.ndarray) -> None:
         """Append the next batch of `name` (kept compact, converted back by `get`)."""
         self.dtypes.setdefault(name, value.dtype)
-        value = _compact(value)
+        value, bounds = _compact(value)
+        self.bounds.setdefault(name, []).append(bounds)
         if self.in_memory + value.nbytes <= self.budget:
             self.in_memory += value.nbytes
             self.tensors.setdefault(name, []).append(value)
@@ -77,12 +87,31 @@ class FrontierStore:
         batches.append(path)
 
     def get(self, name: str, index: int) -> np.ndarray:
-        return self.stored(name, index).astype(self.dtypes[name], copy=False)
+        value, dtype = self.stored(name, index), self.dtypes[name]
+        offset = self.offsets.get(name)
+        if offset is None:
+            return value.astype(dtype, copy=False)
+        # widen and add in one pass (exact: integers, in int64 or below 2^53 in float64)
+        return np.add(value, offset.reshape((1, -1) + (1,) * (value.ndim - 2)), dtype=dtype)
 
     def stored(self, name: str, index: int) -> np.ndarray:
-        """Batch `index` of `name` as stored (compact integers when exact)."""
+        """Batch `index` of `name` as stored (compact integers when exact), without its offset."""
         item = self.tensors[name][index]
         return np.load(item) if isinstance(item, str) else item
+
+    def shift(self, name: str, delta: np.ndarray, limit: int) -> bool:
+        """Add the int64 per-channel `delta` to every batch of `name` (pending, applied by
+        `get`); False (nothing changed) unless every batch is integer and provably stays
+        within [-limit, limit) afterwards (its stored bounds plus delta's extremes)."""
+        bounds = self.bounds.get(name, [])
+        if any(b is None for b in bounds):
+            return False
+        offset = self.offsets.get(name, np.zeros(delta.shape, np.int64)) + delta.astype(np.int64)
+        if bounds and (max(b[1] for b in bounds) + int(offset.max(initial=0)) >= limit
+                       or min(b[0] for b in bounds) + int(offset.min(initial=0)) < -limit):
+            return False
+        self.offsets[name] = offset
+        return True
 
     def count(self, name: str) -> int:
         return len(self.tensors.get(name, ()))
@@ -94,6 +123,8 @@ class FrontierStore:
             else:
                 self.in_memory -= item.nbytes
         self.dtypes.pop(name, None)
+        self.bounds.pop(name, None)
+        self.offsets.pop(name, None)
 
     def close(self) -> None:
         for name in list(self.tensors):
@@ -101,6 +132,25 @@ class FrontierStore:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+ENGINES = ("integer", "reference")
+
+
+def _interpreter(graph: Graph, engine: str | None):
+    """The engine computing the nodes: "integer" (Numba kernels) or "reference" (fake-quant,
+    float64 holding integers); None: the integer one for an integer graph. Both give the same
+    integers (the engines' contract, checked by the test suite), so the sums are the same;
+    the integer engine is ~7x faster on a 224x224 network."""
+    if engine is None:
+        engine = "integer" if graph.meta.get("integer") else "reference"
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "integer":
+        from ..interp.integer import IntegerInterpreter
+
+        return IntegerInterpreter()
+    return ReferenceInterpreter(np.float64)
 
 
 class NodeMajor:
@@ -111,9 +161,9 @@ class NodeMajor:
     (its bias), `recompute(name)` refreshes its output before later nodes read it.
     """
 
-    def __init__(self, graph: Graph, calibration, budget: int | None = None):
+    def __init__(self, graph: Graph, calibration, budget: int | None = None, engine: str | None = None):
         self.graph, self.calibration = graph, calibration
-        self.interp = ReferenceInterpreter(np.float64)
+        self.interp = _interpreter(graph, engine)
         self.interp.memo = {}
         self.interp.begin(graph)
         self.order = graph.topo_order()
@@ -151,41 +201,30 @@ class NodeMajor:
         self.stale.add(name)
 
     def shift_output(self, name: str, delta: np.ndarray, constant: str) -> None:
-        """`name`'s bias constant `constant` moved by the integers `delta` (per channel): add
-        them to its stored accumulators, what recomputing would give while the accumulator
-        policy leaves every value alone (exact integers in float64); else recompute."""
+        """`name`'s bias constant `constant` moved by the integers `delta` (per channel): its
+        stored accumulators move by them too, what recomputing would give while the
+        accumulator policy leaves every value alone (exact integers); else recompute."""
         self.constants[constant] = self.interp.run_node(self.graph.node(constant), [])
         policy = getattr(self.interp, "policy", None)
-        limit = float(1 << (policy.bits - 1)) if policy is not None and policy.bits < 64 else 2.0 ** 53
+        limit = 1 << (policy.bits - 1) if policy is not None and policy.bits < 64 else 1 << 53
         if policy is not None and name in policy.overflows:  # stored values were wrapped/saturated
             self.stale.add(name)
             return
-        shifted, dtype = [], self.store.dtypes.get(name)
-        for i in range(self.store.count(name)):
-            value = self.store.stored(name, i)
-            if value.dtype.kind not in "iu":
-                value = value.astype(dtype)
-            # integers stay integers (int64: exact, no float copy); floats add as before
-            value = value + delta.astype(value.dtype if value.dtype.kind == "f" else np.int64).reshape(
-                (1, -1) + (1,) * (value.ndim - 2))
-            if value.size and (value.max() >= limit or value.min() < -limit):
-                self.stale.add(name)  # the policy would act: recompute through it
-                return
-            shifted.append(value)
-        self.store.drop(name)
-        for value in shifted:
-            self.store.put(name, value)
-        if shifted:
-            self.store.dtypes[name] = dtype  # readers get the dtype the interpreter produced
+        if not self.store.shift(name, np.asarray(delta, np.int64), limit):
+            self.stale.add(name)  # not integers, or the policy would act: recompute through it
 
     def channel_sums(self, name: str) -> tuple[np.ndarray, int]:
         """Sum over batches of each batch's per-channel sum (the order a batch-by-batch run uses)."""
         total, count = 0.0, 0
+        offset = self.store.offsets.get(name)
         for i in range(self.store.count(name)):
             view = self.store.stored(name, i)
             view = view.reshape(view.shape[0], view.shape[1], -1)
             if view.dtype.kind in "iu":  # exact in int64: what float64 gives below 2^53, no copy
-                total = total + view.sum(axis=(0, 2), dtype=np.int64).astype(np.float64)
+                sums = view.sum(axis=(0, 2), dtype=np.int64)
+                if offset is not None:
+                    sums = sums + offset * (view.shape[0] * view.shape[2])
+                total = total + sums.astype(np.float64)
             else:
                 total = total + np.asarray(view, np.float64).sum(axis=(0, 2))
             count += view.shape[0] * view.shape[2]

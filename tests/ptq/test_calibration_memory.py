@@ -186,3 +186,46 @@ def test_integer_engine_plan_follows_attribute_changes():
     for key in after:
         np.testing.assert_array_equal(after[key], fake[key].astype(after[key].dtype))
     assert any(not np.array_equal(before[k], after[k]) for k in after)
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_tiny"])
+def test_node_major_engines_give_the_same_sums_and_biases(name):
+    """The integer engine (the default for an integer graph) and the fake-quant engine
+    compute the same integers: every layer's channel sums, and so the corrected biases."""
+    graph = B.load_zoo_or_skip(name)
+    x = np.random.default_rng(4).random((24, *graph.node(graph.inputs[0]).attrs["shape"][1:]))
+    cfg = PTQConfig(calibration=CalibrationSet(x.astype(np.float32), batch_size=8), nb_bits=6,
+                    bias_correction=True, per_channel=True)
+    graph = graph.copy()
+    run_pipeline(graph, cfg, PIPELINE[:PIPELINE.index(bias_correction)])
+    walks = {engine: NodeMajor(graph, cfg.calibration, engine=engine) for engine in ("integer", "reference")}
+    assert type(NodeMajor(graph, cfg.calibration).interp).__name__ == "IntegerInterpreter"
+    try:
+        for node in [n for n in graph.topo_order() if n.op in AFFINE]:
+            (s1, c1), (s2, c2) = (walk.advance_to(node.name) for walk in walks.values())
+            np.testing.assert_array_equal(s1, s2)
+            assert c1 == c2 and np.any(s1)
+    finally:
+        for walk in walks.values():
+            walk.close()
+
+
+def test_frontier_shift_is_pending_and_refused_past_the_limit():
+    store = FrontierStore(budget=1 << 20)
+    acc = np.array([[[5, -7]], [[100, 3]]], np.int64)  # (N=2, C=1, 2)
+    store.put("acc", acc[:1])
+    store.put("acc", acc[1:])
+    assert store.shift("acc", np.array([10]), limit=128)
+    np.testing.assert_array_equal(store.get("acc", 1), acc[1:] + 10)
+    assert store.get("acc", 1).dtype == np.int64
+    assert store.stored("acc", 1).dtype == np.int8  # the stored batch is not rewritten
+    # 100 + 10 + 18 = 128 would reach the limit: refused, the earlier shift kept
+    assert not store.shift("acc", np.array([18]), limit=128)
+    np.testing.assert_array_equal(store.get("acc", 0), acc[:1] + 10)
+    assert store.shift("acc", np.array([-30]), limit=128)
+    np.testing.assert_array_equal(store.get("acc", 0), acc[:1] - 20)
+    store.put("frac", np.array([[0.5, 1.0]]))
+    assert not store.shift("frac", np.array([1]), limit=128)  # not integers: the caller recomputes
+    store.drop("acc")
+    assert "acc" not in store.offsets
+    store.close()
