@@ -15,7 +15,7 @@ from ..ir import OpType
 from . import float_ops
 from .geometry import window_geometry
 from .quant_common import channels_view, quantizer_args
-from .reference import ReferenceInterpreter, _avgpool, _global_avgpool
+from .reference import ReferenceInterpreter, _avgpool, _global_avgpool, _spare
 
 reg = ReferenceInterpreter.register
 
@@ -23,9 +23,12 @@ reg = ReferenceInterpreter.register
 @reg(OpType.SCALING)
 def _scaling(self, node, x):
     scale = np.asarray(node.attrs["scale"], dtype=np.float64)
+    # in place on an operand nobody else reads (the same products, no new array)
+    out = _spare(self, node, x) if x.dtype == np.float64 and x.flags.c_contiguous else None
     if scale.ndim == 0:
-        return x * scale
-    return (channels_view(x) * scale.reshape(1, -1, 1)).reshape(x.shape)
+        return np.multiply(x, scale, out=out)
+    view = channels_view(x)
+    return np.multiply(view, scale.reshape(1, -1, 1), out=None if out is None else view).reshape(x.shape)
 
 
 #: Elements per block of the quantizer: the NumPy twins make ~10 passes with temporaries;

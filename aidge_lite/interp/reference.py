@@ -61,13 +61,18 @@ class ReferenceInterpreter(Interpreter):
         finally:
             self.keep_all = True  # a caller stepping `run_node` by hand keeps every value
 
+    #: A subclass that reads each value as it is produced and keeps no reference to it (the
+    #: calibration observers) sets this: its ops may then overwrite operands like the plain walk's.
+    observes_only = False
+
     def owns(self, node) -> bool:
         """True when `node` may overwrite its first operand: a fresh array (the output of
         an arithmetic op) that no other node reads and that is no graph output. Only the
-        plain walk without intermediates: an analysis subclass may keep what it saw.
+        plain walk without intermediates, or an `observes_only` subclass: another analysis
+        subclass may keep what it saw.
         (A new array per activation costs page faults, most at batch 8.)"""
         memo = getattr(self, "memo", None)
-        if type(self) is not ReferenceInterpreter or getattr(self, "keep_all", True) or memo is None:
+        if not _may_overwrite(self) or getattr(self, "keep_all", True) or memo is None:
             return False
         key = ("sole reader", node.name)
         owned = memo.get(key)
@@ -86,7 +91,8 @@ class ReferenceInterpreter(Interpreter):
 
 reg = ReferenceInterpreter.register
 #: Ops whose reference implementation always returns a new array (see `owns`).
-_FRESH = frozenset({op.CONV, op.GEMM, op.MATMUL, op.ADD, op.SUB, op.MUL, op.DIV})
+#: SCALING writes into its operand only when it owns it, which is then as fresh.
+_FRESH = frozenset({op.CONV, op.GEMM, op.MATMUL, op.ADD, op.SUB, op.MUL, op.DIV, op.SCALING})
 
 
 @reg(op.CONSTANT)
@@ -158,10 +164,14 @@ def _concat(self, node, *xs):
     return np.concatenate(xs, axis=node.attrs["axis"])
 
 
+def _may_overwrite(self) -> bool:
+    # `self` may be another engine running a float island (`quant_common.run_float`): never
+    return type(self) is ReferenceInterpreter or isinstance(self, ReferenceInterpreter) and self.observes_only
+
+
 def _spare(self, node, x):
     """`x` itself when the op may write its result there (`owns`), else None (a new array)."""
-    # `self` may be another engine running a float island (`quant_common.run_float`): never
-    return x if type(self) is ReferenceInterpreter and type(x) is np.ndarray and x.flags.writeable \
+    return x if _may_overwrite(self) and type(x) is np.ndarray and x.flags.writeable \
         and self.owns(node) else None
 
 

@@ -164,6 +164,8 @@ def channel_means(graph: Graph, cfg: PTQConfig, names: list[str], data=None) -> 
 class _ChannelSums(ReferenceInterpreter):
     """Reference interpreter that sums `wanted` tensors per channel, skipping unneeded nodes."""
 
+    observes_only = True  # reads each value when produced, keeps none
+
     def __init__(self, wanted: set[str], needed: set[str]):
         super().__init__(np.float64)
         self.wanted, self.needed = wanted, needed

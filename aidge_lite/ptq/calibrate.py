@@ -29,6 +29,8 @@ class RangeObserver(ReferenceInterpreter):
     """Reference interpreter that records min, max and max|x| of every tensor, and
     feeds the `hists` ({node name: `RunningHistogram`}) in the same walk."""
 
+    observes_only = True  # reads each value when produced, keeps none
+
     def __init__(self, hists: dict | None = None):
         super().__init__(np.float64)
         self.hists = hists or {}

@@ -111,6 +111,8 @@ class HistogramObserver(ReferenceInterpreter):
     batches as wanted, then read `hists` (or call `store` to write them to meta).
     """
 
+    observes_only = True  # reads each value when produced, keeps none
+
     def __init__(self, graph: Graph, bins: int, *, binning: str = "floor", sign_aware: bool = True,
                  rectified: bool = False):
         super().__init__(np.float64)

@@ -77,6 +77,7 @@ class FrontierStore:
         self.bounds.setdefault(name, []).append(bounds)
         if self.in_memory + value.nbytes <= self.budget:
             self.in_memory += value.nbytes
+            value.flags.writeable = False  # `get` may hand out this very array: no op may write it
             self.tensors.setdefault(name, []).append(value)
             return
         if self._dir is None:

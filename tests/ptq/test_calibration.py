@@ -227,3 +227,29 @@ def test_scalar_calibration_is_a_calibration_error(data):
 
 def test_calibration_errors_are_aidge_errors():
     assert issubclass(CalibrationError, AidgeLiteError) and issubclass(CalibrationError, ValueError)
+
+
+def test_observers_see_each_value_before_an_in_place_op_overwrites_it():
+    """The observers let Relu / Clip / scaling write into their operand (`observes_only`):
+    every range must still be the one of the value as produced (a scaled conv output's
+    negatives included), equal to a walk that keeps every tensor."""
+    from aidge_lite.interp.reference import ReferenceInterpreter
+    from aidge_lite.ptq.calibrate import RangeObserver
+
+    graph = B.residual_conv()
+    run_pipeline(graph, PTQConfig(), [prepare, insert_scaling, normalize_parameters])
+    x = np.random.default_rng(7).standard_normal((6, *graph.node(graph.inputs[0]).attrs["shape"][1:]))
+    observer = RangeObserver()
+    observer.run(graph, x)
+    values = ReferenceInterpreter(np.float64).run(graph, x, intermediates=True)
+    observer.keep_all = False  # as during its walk (reset when `run` returns)
+    overwritten = 0
+    for node in graph.topo_order():
+        if node.op in (OpType.CONSTANT, OpType.INPUT):
+            continue
+        value = values[node.name]
+        assert node.meta["min"] == value.min() and node.meta["max"] == value.max(), node.name
+        readers = graph.consumers(node.name)
+        if len(readers) == 1 and readers[0].op in (OpType.RELU, OpType.SCALING) and observer.owns(readers[0]):
+            overwritten += 1
+    assert overwritten  # the walk did write in place
