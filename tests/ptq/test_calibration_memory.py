@@ -98,14 +98,21 @@ def _sequential_bias_correction(graph, cfg):
         graph.set_constant(node.inputs[2], bias.astype(np.int32))
 
 
-@pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_tiny", "inception_tiny"])
-def test_node_major_bias_correction_equals_the_sequential_one(name):
+def _before_bias_correction(name, samples, batch_size, nb_bits, seed):
+    """Zoo model `name` through every pass before `bias_correction` (per-channel, with float
+    means), on `samples` random inputs; returns the graph and its config."""
     graph = B.load_zoo_or_skip(name)
-    x = np.random.default_rng(2).random((40, *graph.node(graph.inputs[0]).attrs["shape"][1:]))
-    cfg = PTQConfig(calibration=CalibrationSet(x.astype(np.float32), batch_size=16), nb_bits=4,
+    x = np.random.default_rng(seed).random((samples, *graph.node(graph.inputs[0]).attrs["shape"][1:]))
+    cfg = PTQConfig(calibration=CalibrationSet(x.astype(np.float32), batch_size=batch_size), nb_bits=nb_bits,
                     bias_correction=True, per_channel=True)
     graph = graph.copy()
     run_pipeline(graph, cfg, PIPELINE[:PIPELINE.index(bias_correction)])
+    return graph, cfg
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_tiny", "inception_tiny"])
+def test_node_major_bias_correction_equals_the_sequential_one(name):
+    graph, cfg = _before_bias_correction(name, 40, 16, 4, seed=2)
     old = graph.copy()
     for node in graph.topo_order():  # copy() may not carry the float means
         if META_FLOAT_MEAN in node.meta:
@@ -191,13 +198,8 @@ def test_integer_engine_plan_follows_attribute_changes():
 @pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_tiny"])
 def test_node_major_engines_give_the_same_sums_and_biases(name):
     """The integer engine (the default for an integer graph) and the fake-quant engine
-    compute the same integers: every layer's channel sums, and so the corrected biases."""
-    graph = B.load_zoo_or_skip(name)
-    x = np.random.default_rng(4).random((24, *graph.node(graph.inputs[0]).attrs["shape"][1:]))
-    cfg = PTQConfig(calibration=CalibrationSet(x.astype(np.float32), batch_size=8), nb_bits=6,
-                    bias_correction=True, per_channel=True)
-    graph = graph.copy()
-    run_pipeline(graph, cfg, PIPELINE[:PIPELINE.index(bias_correction)])
+    compute the same integers: every layer's channel sums, what the corrected biases come from."""
+    graph, cfg = _before_bias_correction(name, 24, 8, 6, seed=4)
     walks = {engine: NodeMajor(graph, cfg.calibration, engine=engine) for engine in ("integer", "reference")}
     assert type(NodeMajor(graph, cfg.calibration).interp).__name__ == "IntegerInterpreter"
     try:
