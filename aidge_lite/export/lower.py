@@ -191,7 +191,7 @@ def _shape_engine(dependent):
     class ShapeEngine(IntegerInterpreter):
         """The integer engine, except that an int8 SOFTMAX of the input is not evaluated
         (its output is int8 of its input's shape): on zeros, a wide one may hit TFLite's
-        abort, which the lowering judges over all inputs (`ops.softmax_sum_bounds`)."""
+        abort, which the lowering judges over all inputs (`ops_softmax.softmax_sum_bounds`)."""
 
         def run_node(self, node, operands):
             if node.op is op.SOFTMAX and "diff_min" in node.attrs and node.name in dependent \
@@ -244,7 +244,7 @@ def lower(graph, name: str = "model", fuse: bool = True) -> Program:
     `fuse`: rescale QUANTIZERs are computed by the kernel of the Conv / Gemm before them
     or the ADD / SUB around them (see `fuse`), so that accumulators and int32 operands
     never occupy the arena (the debug build still dumps them, from buffers of its own)."""
-    from . import ops as lowerings, ops_layout  # noqa: F401  (registers the lowerings)
+    from . import ops as lowerings, ops_layout, ops_softmax  # noqa: F401  (registers the lowerings)
     from .fuse import fusion_plan
 
     check_exportable(graph)

@@ -27,7 +27,7 @@ from aidge_lite.errors import UnsupportedOperatorError
 from aidge_lite.export import ExportError, export_c
 from aidge_lite.export.build import compiler, run_program
 from aidge_lite.export.emit import library_dir
-from aidge_lite.export.ops import softmax_sum_bounds
+from aidge_lite.export.ops_softmax import softmax_sum_bounds
 from aidge_lite.kernels.softmax import SUM_LIMIT, check_softmax_args, softmax_int8_ref
 from aidge_lite.tflite import luts
 
