@@ -9,13 +9,16 @@ rotated order, each for `CALLS` calls on the same images):
 - onnxruntime on the int8 QDQ model `quantize_static` makes of mnist-8 (uint8
   activations, int8 weights, MinMax, same calibration images), 1 and 2 threads
   (`intra_op_num_threads`);
-- onnxruntime on the float model, 1 thread, for scale.
+- onnxruntime on the float model, 1 thread, for scale;
+- with ``--walk``: our integer engine walking the graph node by node (a subclass of
+  `IntegerInterpreter`, so no compiled steps, `interp.fast_steps`), 1 thread: what a
+  call cost before the compiled steps, in the same rounds.
 Both quantized models are calibrated on the 1,000 MNIST calibration images.
 Reported: median wall time of the `ROUNDS` rounds and its CPU time, per
 contender, the ratio to onnxruntime int8 on 1 thread, and the load average
 (other processes share this 2-core machine).
 
-    python -m bench.one_sample_calls [--calls 4000] [--rounds 5] [--no-write]
+    python -m bench.one_sample_calls [--calls 4000] [--rounds 5] [--no-write] [--walk]
 
 `--no-write` prints the table without replacing bench/results/one_sample_calls.md (a
 quick check with fewer calls, or on a busy machine).
@@ -38,10 +41,14 @@ CALLS = 4000
 ROUNDS = 5
 
 
-def contenders(tmp: Path, calib: np.ndarray):
+def contenders(tmp: Path, calib: np.ndarray, walk: bool = False):
     import aidge_lite
     from aidge_lite import kernels
+    from aidge_lite.interp.integer import IntegerInterpreter
     from aidge_lite.models import zoo
+
+    class NodeByNode(IntegerInterpreter):
+        """The engine's walk, node by node (a subclass never takes the compiled steps)."""
 
     path = zoo.path("mnist8")
     qgraph = aidge_lite.quantize_network(zoo.load("mnist8"), calib)
@@ -64,6 +71,9 @@ def contenders(tmp: Path, calib: np.ndarray):
         "onnxruntime int8 QDQ (u8s8), 2 threads": ort(qdq, 2),
         "onnxruntime float, 1 thread": ort(path, 1),
     }
+    if walk:
+        rows["aidge_lite integer engine, node-by-node walk, 1 thread"] = (
+            1, lambda x: NodeByNode().run(qgraph, x))
     return rows, kernels, qgraph
 
 
@@ -93,6 +103,7 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, default=CALLS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--no-write", action="store_true", help="print only, keep the results file")
+    parser.add_argument("--walk", action="store_true", help="add the node-by-node walk (no compiled steps)")
     args = parser.parse_args(argv)
     from aidge_lite.models import datasets
 
@@ -101,12 +112,15 @@ def main(argv=None):
     images = data.test_x[:500].astype(np.float32)
     info = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
-        rows, kernels, qgraph = contenders(Path(tmp), calib)
+        rows, kernels, qgraph = contenders(Path(tmp), calib, args.walk)
         # sanity: the integer engine agrees with our fake-quant engine on these images
         import aidge_lite
         fake = aidge_lite.run(qgraph, images[:50])
         ints = aidge_lite.run(qgraph, images[:50], engine="integer")
         assert all(np.array_equal(fake[k], ints[k]) for k in fake)
+        for i in range(50):  # and one image per call (compiled steps from the second call)
+            one = aidge_lite.run(qgraph, images[i:i + 1], engine="integer")
+            assert all(np.array_equal(one[k], ints[k][i:i + 1]) for k in one)
         load_before = os.getloadavg()
         wall, cpu = run_rounds(rows, kernels, images, args.calls, args.rounds)
         load_after = os.getloadavg()
@@ -126,7 +140,8 @@ def main(argv=None):
         f"{args.rounds} rounds; in each round every contender runs once, the first one rotating. "
         "Both quantized models calibrated on the 1,000 MNIST calibration images (ours: 8 bits, default "
         "options; onnxruntime: `quantize_static`, QDQ, MinMax, uint8 activations x int8 weights). "
-        "The integer engine's outputs equal our fake-quant engine's on 50 of the images (checked).\n\n"
+        "The integer engine's outputs equal our fake-quant engine's on 50 of the images, as a batch "
+        "and one image per call (checked).\n\n"
         f"Load average (1/5/15 min) before the rounds: {' / '.join(f'{v:.2f}' for v in load_before)}, "
         f"after: {' / '.join(f'{v:.2f}' for v in load_after)}.\n\n"
         "## Results\n\n"

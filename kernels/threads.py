@@ -4,7 +4,8 @@
 Numba (``numba.set_num_threads``, per calling thread) and for numpy's BLAS.
 Within it, each call takes what its work size pays for (`threads_for`):
 waking a thread costs tens of microseconds, so a call below
-`WORK_PER_THREAD` multiply-adds per thread runs serial (`call_with_threads`).
+`WORK_PER_THREAD` multiply-adds per thread runs serial (`call_with_threads`);
+`call_serial` runs a whole sequence of such calls under one setting.
 
 Two process-wide settings, made on import because the libraries read them
 once, when their thread pools start:
@@ -64,14 +65,28 @@ def threads_for(work: int, limit: int | None = None) -> int:
 
 def call_with_threads(work: int, fn, *args):
     """``fn(*args, n)`` with Numba limited to ``n = threads_for(work)`` threads for the call."""
-    get, put = _numba_counts()
+    get, put = _COUNTS or _numba_counts()
     current = get()
-    n = max(1, min(current, int(work) // WORK_PER_THREAD))
+    n = 1 if work < WORK_PER_THREAD else max(1, min(current, int(work) // WORK_PER_THREAD))
     if n == current:
         return fn(*args, n)
     put(n)
     try:
         return fn(*args, n)
+    finally:
+        put(current)
+
+
+def call_serial(fn, *args):
+    """``fn(*args)`` with Numba limited to one thread: for a sequence of kernel calls each
+    below `WORK_PER_THREAD`, one change of the thread count instead of two per call."""
+    get, put = _COUNTS or _numba_counts()
+    current = get()
+    if current == 1:
+        return fn(*args)
+    put(1)
+    try:
+        return fn(*args)
     finally:
         put(current)
 

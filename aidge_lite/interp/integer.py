@@ -21,6 +21,9 @@ dtypes is derived once per walk plan (`self.memo`): a fused conv's kernel path,
 packed weights and checks (`kernels.conv_packed.conv2d_requant_prepare`; a call
 then runs the chosen jitted kernel, which checks only that the input is what it
 was prepared for), a quantizer's parameters, a Gemm's packed weight and bias.
+From the second call with an input signature, a plain `IntegerInterpreter` asked for
+outputs only runs those as a compiled list of steps (`interp.fast_steps`); subclasses
+and ``intermediates=True`` walk node by node.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ class IntegerInterpreter(Interpreter):
     def run(self, graph, feeds, *, intermediates: bool = False):
         # Fusing Conv -> Quantizer hides the int64 accumulator: only when nobody asks for it.
         self.fuse = not intermediates
+        if not intermediates and type(self) is IntegerInterpreter and "run_node" not in self.__dict__:
+            return _fast.run_steps(self, graph, feeds)  # nothing observes the nodes: compiled steps
         return super().run(graph, feeds, intermediates=intermediates)
 
     def begin(self, graph):
@@ -373,3 +378,5 @@ def _global_avgpool(self, node, x):
 for _op in (op.FLATTEN, op.RESHAPE, op.TRANSPOSE, op.SQUEEZE, op.UNSQUEEZE, op.PAD, op.SLICE,
             op.DEPTH_TO_SPACE, op.RESIZE):  # (Resize: mode nearest, an index gather)
     IntegerInterpreter.impls[_op] = ref_ops.ReferenceInterpreter.impls[_op]
+
+from . import fast_steps as _fast  # noqa: E402  (it reads this module's names)

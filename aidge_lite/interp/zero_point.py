@@ -321,3 +321,9 @@ def _no_float_softmax(self, node, x):
 
 
 _register_softmax()
+
+
+# The integer engine's table is complete: what its compiled steps may stand for.
+from . import fast_steps as _fast_steps  # noqa: E402
+
+_fast_steps.KNOWN = _fast_steps._table()

@@ -45,9 +45,12 @@ def calib():
 
 @pytest.fixture
 def graph(calib):
-    """A quantized graph both engines have already run once (their plans are cached)."""
+    """A quantized graph both engines have already run twice (their plans are cached, and
+    the integer engine's compiled steps for this input, `interp.fast_steps`, exist)."""
     q = aidge_lite.quantize_network(_float_graph(), calib)
     warm(q, calib[:1])
+    warm(q, calib[:1])
+    assert any(key[0] == "steps" for key in _PLANS[q].memo)
     return q
 
 
@@ -230,3 +233,28 @@ def test_integer_input_codes_are_checked_on_every_run(calib):
 def test_attribute_dict_replaced_by_a_non_dict_is_caught(graph, calib, attrs):
     graph.node("c2").attrs = attrs
     both_fail(graph, calib[:1], GraphError, "c2")
+
+
+def test_attribute_moved_between_nodes_is_caught(graph, calib):
+    # the pool's last attribute becomes the first of the next node: the flat lists of keys
+    # and values the stamp compares are unchanged, the per-node attribute counts are not.
+    # Both engines must then do what they do on a fresh copy of the changed graph.
+    names = list(graph._g._node)
+    pool, after = (graph.node(n) for n in names[names.index("pool"):][:2])
+    key = list(pool.attrs)[-1]
+    value = pool.attrs.pop(key)
+    rest = dict(after.attrs)
+    after.attrs.clear()
+    after.attrs[key] = value
+    after.attrs.update(rest)
+    for engine in ENGINES:
+        got, want = (_outcome(g, calib[:1], engine) for g in (graph, graph.copy()))
+        assert type(got) is type(want) and (isinstance(got, tuple) and got == want or
+                                           all(np.array_equal(got[k], want[k]) for k in want)), (got, want)
+
+
+def _outcome(g, x, engine):
+    try:
+        return aidge_lite.run(g, x, engine=engine)
+    except AidgeLiteError as exc:
+        return type(exc), str(exc)
