@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correct each layer's mean output shift (empirical bias correction)")
     p.add_argument("--bias-correction-samples", type=_samples_or_all, default=None, metavar="N|all",
                    help="calibration samples bias correction measures: the first N (default 128), or all")
+    p.add_argument("--clipping-samples", type=_samples_or_all, default=None, metavar="N|all",
+                   help="calibration samples the clipping histograms are binned on: the first N (default 256), "
+                        "or all (the ranges always see every sample)")
     add_target_options(p, default_help="default: the 'default' profile")
     p.add_argument("--spec", choices=("tflite",), default=None,
                    help="TFLite's int8 spec: zero points, per-channel weights, gemmlowp (--bits 8)")

@@ -111,7 +111,7 @@ def _quantize(args) -> int:
             graph, _calibration_stream(calib_x, args.batch_size, progress), nb_bits=args.bits,
             preset=args.preset, no_quant=args.no_quant, clipping=args.clipping, cle=args.cle,
             optimize_signs=args.signs, single_shift=args.single_shift, per_channel=args.per_channel,
-            bias_correction=args.bias_correction, **_bias_samples(args),
+            bias_correction=args.bias_correction, **_sample_caps(args),
             target=target,
             spec=args.spec, batch_size=args.batch_size,
             exclude=args.exclude or None, fallback=args.fallback,
@@ -165,9 +165,12 @@ def _print_quantize_summary(graph, args, report, calib_x, tested: str, out: Path
         print(f"warning: {text}")
 
 
-def _bias_samples(args) -> dict:
-    """`bias_correction_samples` when the option was given ("all": None), else the library default."""
-    chosen = args.bias_correction_samples
-    if chosen is None:
-        return {}
-    return {"bias_correction_samples": None if chosen == "all" else chosen}
+def _sample_caps(args) -> dict:
+    """`bias_correction_samples` / `clipping_samples` when the option was given ("all": None);
+    the library defaults for the others."""
+    caps = {}
+    for option in ("bias_correction_samples", "clipping_samples"):
+        chosen = getattr(args, option, None)
+        if chosen is not None:
+            caps[option] = None if chosen == "all" else chosen
+    return caps

@@ -353,16 +353,17 @@ def test_quantize_warns_about_zeroed_channels(tmp_path, mnist8_available):
                                        "channels": 32, "zeroed": 31}]
 
 
-@pytest.mark.parametrize("given, passed", [(None, {}), ("all", {"bias_correction_samples": None}),
-                                           ("64", {"bias_correction_samples": 64})])
-def test_bias_correction_samples_option(given, passed):
+@pytest.mark.parametrize("flag, option", [("--bias-correction-samples", "bias_correction_samples"),
+                                          ("--clipping-samples", "clipping_samples")])
+@pytest.mark.parametrize("given, passed", [(None, None), ("all", None), ("64", 64)])
+def test_sample_cap_options(flag, option, given, passed):
     """Not given: the library default; "all": every sample (None); N: the first N; 0 refused."""
     from aidge_lite import cli as cli_module
     from aidge_lite.cli_data import UsageError
-    from aidge_lite.cli_quantize import _bias_samples
+    from aidge_lite.cli_quantize import _sample_caps
 
     argv = ["quantize", "digits_mlp", "--bits", "8", "-o", "OUT"]
-    args = cli_module.build_parser().parse_args(argv + (["--bias-correction-samples", given] if given else []))
-    assert _bias_samples(args) == passed
-    with pytest.raises(UsageError, match="--bias-correction-samples: expected a positive integer, got 0"):
-        cli_module.build_parser().parse_args(argv + ["--bias-correction-samples", "0"])
+    args = cli_module.build_parser().parse_args(argv + ([flag, given] if given else []))
+    assert _sample_caps(args) == ({} if given is None else {option: passed})
+    with pytest.raises(UsageError, match=f"{flag}: expected a positive integer, got 0"):
+        cli_module.build_parser().parse_args(argv + [flag, "0"])

@@ -16,7 +16,7 @@ from .clipping import optimize_clipping
 from .compute_signs import compute_signs
 from .cross_layer_equalization import cross_layer_equalization
 from .calibration_data import DEFAULT_BATCH, CalibrationSet
-from .config import AIDGE_TARGET, BIAS_CORRECTION_SAMPLES, PassReport, PTQConfig
+from .config import AIDGE_TARGET, BIAS_CORRECTION_SAMPLES, CLIPPING_SAMPLES, PassReport, PTQConfig
 from .finalize import finalize
 from .float_islands import FloatFallbackWarning, split_options
 from .insert_scaling import insert_scaling
@@ -103,6 +103,7 @@ def quantize_network(
     per_channel: bool | None = None,
     bias_correction: bool | None = None,
     bias_correction_samples: int | None = BIAS_CORRECTION_SAMPLES,
+    clipping_samples: int | None = CLIPPING_SAMPLES,
     target: Target | None = None,
     compat: str | None = None,
     spec: str | None = None,
@@ -121,6 +122,9 @@ def quantize_network(
     `bias_correction=True` measures each Conv/Gemm's mean shift on the first
     `bias_correction_samples` calibration samples (None: all of them), in about three
     network runs per sample (see `ptq/bias_correction.py`).
+    Clipping other than "max" bins its histograms on the first `clipping_samples`
+    samples (default 256, None: all; compat "aidge" always all), in a second network run
+    per binned sample; the ranges come from every sample.
     `spec="tflite"` quantizes to TFLite's int8 spec instead (asymmetric activations with
     zero points, per-channel symmetric weights, gemmlowp rescale: see `ptq/tflite_spec.py`);
     it takes only `cle` among the options.
@@ -162,7 +166,7 @@ def quantize_network(
         calibration=CalibrationSet(calibration, batch_size), nb_bits=nb_bits, no_quant=no_quant,
         clipping=clipping, cle=cle, optimize_signs=optimize_signs, single_shift=single_shift,
         per_channel=per_channel, bias_correction=bias_correction,
-        bias_correction_samples=bias_correction_samples,
+        bias_correction_samples=bias_correction_samples, clipping_samples=clipping_samples,
         target=target or (AIDGE_TARGET if compat == "aidge" else Target()),
         compat=compat, node_bits=node_bits, exclude=exclude, fallback=fallback,
     )
@@ -174,6 +178,7 @@ def quantize_network(
         "nb_bits": nb_bits, "no_quant": no_quant, "clipping": clipping, "cle": cle,
         "optimize_signs": optimize_signs, "single_shift": single_shift, "per_channel": per_channel,
         "bias_correction": bias_correction, "bias_correction_samples": bias_correction_samples,
+        "clipping_samples": clipping_samples,
         "compat": compat, "spec": spec, "preset": preset,
         "exclude": list(exclude), "fallback": fallback, "node_bits": dict(node_bits),
     }

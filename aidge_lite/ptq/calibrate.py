@@ -34,23 +34,66 @@ class RangeObserver(ReferenceInterpreter):
     def __init__(self, hists: dict | None = None):
         super().__init__(np.float64)
         self.hists = hists or {}
+        self.bounds: dict[str, tuple[float, float]] = {}  # this batch's (min, max) per tensor
+
+    def run(self, graph, feeds, **kwargs):
+        self.bounds = {}
+        return super().run(graph, feeds, **kwargs)
 
     def run_node(self, node, operands):
         value = super().run_node(node, operands)
         if node.op is not OpType.CONSTANT:
-            _observe(node, value, self.hists.get(node.name))
+            hist = self.hists.get(node.name)
+            known = None if hist is not None or not node.inputs else self.bounds.get(node.inputs[0])
+            self.bounds[node.name] = _observe(node, value, hist, _monotone_bounds(node, known))
         return value
 
     def prepare_input(self, node, value):
         value = super().prepare_input(node, value)
-        _observe(node, value, self.hists.get(node.name))
+        self.bounds[node.name] = _observe(node, value, self.hists.get(node.name))
         return value
 
 
-def _observe(node, value, hist=None):
+#: ops whose output holds exactly their first operand's values (another shape)
+_SAME_VALUES = frozenset({OpType.FLATTEN, OpType.RESHAPE, OpType.TRANSPOSE, OpType.SQUEEZE,
+                          OpType.UNSQUEEZE, OpType.IDENTITY})
+
+
+def _monotone_bounds(node, known):
+    """(min, max) of `node`'s output from its operand's finite (min, max) `known`, when the op
+    is element-wise monotone non-decreasing, so the extremes map to the extremes (exactly:
+    the same float operations on the same values); None otherwise (scan the output)."""
+    if known is None or not (np.isfinite(known[0]) and np.isfinite(known[1])):
+        return None
+    low, high = known
+    if node.op in _SAME_VALUES:
+        return low, high
+    if node.op is OpType.RELU:
+        return max(low, 0.0), max(high, 0.0)
+    if node.op is OpType.CLIP:
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        lo, hi = (None if lo is None else float(lo)), (None if hi is None else float(hi))
+        if lo is not None and hi is not None and lo > hi:
+            return None
+        return _clamp(low, lo, hi), _clamp(high, lo, hi)
+    return None
+
+
+def _clamp(value: float, lo: float | None, hi: float | None) -> float:
+    """What the reference's Clip makes of `value` (np.maximum with lo, then np.minimum with hi)."""
+    if lo is not None:
+        value = max(value, lo)
+    if hi is not None:
+        value = min(value, hi)
+    return value
+
+
+def _observe(node, value, hist=None, bounds=None):
+    """Fold `value` into `node`'s running min / max / range (and `hist`); returns this
+    batch's (min, max), taken from `bounds` when the caller knows them exactly."""
     if value.size == 0:
-        return
-    low, high = float(value.min()), float(value.max())
+        return None
+    low, high = bounds if bounds is not None else (float(value.min()), float(value.max()))
     meta = node.meta
     meta["min"] = min(meta.get("min", low), low)
     meta["max"] = max(meta.get("max", high), high)
@@ -59,6 +102,7 @@ def _observe(node, value, hist=None):
         if not (np.isfinite(low) and np.isfinite(high)):
             raise QuantizationError(f"node '{node.name}': NaN or Inf values, no histogram to clip from")
         hist.add(value, low, high)
+    return low, high
 
 
 def one_walk_histograms(cfg: PTQConfig) -> bool:

@@ -253,3 +253,30 @@ def test_observers_see_each_value_before_an_in_place_op_overwrites_it():
         if len(readers) == 1 and readers[0].op in (OpType.RELU, OpType.SCALING) and observer.owns(readers[0]):
             overwritten += 1
     assert overwritten  # the walk did write in place
+
+
+@pytest.mark.parametrize("op, attrs", [(OpType.RELU, {}), (OpType.CLIP, {"min": 0.0, "max": 0.5}),
+                                       (OpType.CLIP, {"min": -0.25}), (OpType.CLIP, {"max": -0.1}),
+                                       (OpType.FLATTEN, {"axis": 1})])
+def test_monotone_ops_take_their_bounds_from_the_operand_exactly(op, attrs):
+    """Relu, Clip and reshaping ops are not scanned: their min / max come from the operand's,
+    and must equal the scanned ones bit for bit (here over several batches)."""
+    from aidge_lite.interp.reference import ReferenceInterpreter
+    from aidge_lite.ptq.calibrate import RangeObserver, _monotone_bounds
+
+    graph = aidge_lite.Graph("mono")
+    B.add_input(graph, "x", [None, 6])
+    B.add_gemm(graph, "fc", "x", np.random.default_rng(1).standard_normal((3, 6)))
+    B.add_op(graph, "y", op, ["fc"], **attrs)
+    graph = B.finish(graph, ["y"])
+    observer = RangeObserver()
+    scanned = []
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((5, 6)) * (seed + 1)
+        observer.run(graph, x)
+        assert _monotone_bounds(graph.node("y"), observer.bounds["fc"]) is not None  # not scanned
+        scanned.append(ReferenceInterpreter(np.float64).run(graph, x, intermediates=True)["y"])
+    y = np.concatenate(scanned)
+    node = graph.node("y")
+    assert (node.meta["min"], node.meta["max"]) == (y.min(), y.max())
+    assert node.meta[META_RANGE] == np.abs(y).max()

@@ -88,25 +88,30 @@ def test_head_yields_the_first_samples_in_the_same_batches():
         np.testing.assert_array_equal(b1, b2)
 
 
+@pytest.mark.parametrize("option", ["bias_correction_samples", "clipping_samples"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
-def test_sample_cap_must_be_a_positive_integer_or_none(bad):
-    with pytest.raises(QuantizationError, match="bias_correction_samples"):
-        quantize_network(B.mlp3(), B.mlp_calibration(8), preset="best", bias_correction_samples=bad)
+def test_sample_cap_must_be_a_positive_integer_or_none(bad, option):
+    graph = B.mlp3()
+    before = _constants(graph)
+    with pytest.raises(QuantizationError, match=option):
+        quantize_network(graph, B.mlp_calibration(8), preset="best", **{option: bad})
+    assert _constants(graph).keys() == before.keys()
 
 
 def _constants(graph):
     return {n.name: graph.constant(n.name) for n in graph.topo_order() if graph.is_constant(n.name)}
 
 
-def test_a_cap_covering_the_set_changes_nothing():
+@pytest.mark.parametrize("option", ["bias_correction_samples", "clipping_samples"])
+def test_a_cap_covering_the_set_changes_nothing(option):
     data = B.mlp_calibration(96, seed=2)
-    full = quantize_network(B.mlp3(), data, preset="best", nb_bits=4, bias_correction_samples=None)
-    capped = quantize_network(B.mlp3(), data, preset="best", nb_bits=4, bias_correction_samples=96)
+    full = quantize_network(B.mlp3(), data, preset="best", nb_bits=4, **{option: None})
+    capped = quantize_network(B.mlp3(), data, preset="best", nb_bits=4, **{option: 96})
     a, b = _constants(full), _constants(capped)
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert capped.meta["options"]["bias_correction_samples"] == 96
+    assert capped.meta["options"][option] == 96
 
 
 def test_a_cap_measures_both_steps_on_the_first_samples():
@@ -200,3 +205,32 @@ def test_one_walk_is_opt_in_and_reads_a_one_shot_iterator_once():
     once = run_pipeline(B.mlp3(), PTQConfig(calibration=CalibrationSet(iter([data[:64], data[64:]]), 32),
                                             clipping="mse", one_walk_histograms=True), upto)[-1]
     assert once.notes["walks"] == 1
+
+
+@pytest.mark.parametrize("clipping", ["mse", "kl"])
+def test_clipping_histograms_bin_the_first_samples_and_ranges_see_all(clipping):
+    """`clipping_samples=K`: each histogram holds exactly the counts of the first K samples'
+    values binned over the range of all of them; compat "aidge" bins every sample."""
+    data = B.mlp_calibration(160, seed=5)
+    data[150:] *= 3.0  # the widest values come last: the range must still see them
+    graph = B.mlp3()
+    report = _upto_clipping(graph, data, clipping=clipping, nb_bits=4, clipping_samples=40)
+    assert report.notes["walks"] == 2 and report.notes["samples"] == 40
+    env_all = ReferenceInterpreter(np.float64).run(graph, data, intermediates=True)
+    env_head = ReferenceInterpreter(np.float64).run(graph, data[:40], intermediates=True)
+    signed = {n.name: n.meta.get("signed", True) is not False for n in graph.topo_order()}
+    checked = 0
+    for node in (n for n in graph.topo_order() if n.op in RESCALING):
+        rng = node.meta[META_RANGE]
+        assert rng == np.abs(env_all[node.name]).max()
+        hist = node.meta[META_HIST]
+        assert hist.sum() == env_head[node.name].size  # the first 40 samples' values, no more
+        if clipping == "mse" and signed[node.name]:  # (KL bins max(x, 0) before a ReLU)
+            np.testing.assert_array_equal(hist, histogram(env_head[node.name], rng, hist.size))
+            checked += 1
+    assert checked or clipping == "kl"
+    compat = B.mlp3()
+    report = _upto_clipping(compat, data, clipping=clipping, nb_bits=4, clipping_samples=40, compat="aidge")
+    assert report.notes["samples"] is None
+    first = next(n for n in compat.topo_order() if n.op in RESCALING and n.meta[META_RANGE] > 0)
+    assert first.meta[META_HIST].sum() == env_all[first.name].size  # every sample binned
