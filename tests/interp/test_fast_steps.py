@@ -19,7 +19,6 @@ from aidge_lite.interp.integer import IntegerInterpreter
 from aidge_lite.interp.quant_common import AccumulatorOverflowWarning
 from aidge_lite.interp.walk_plan import _PLANS
 from aidge_lite.kernels import threads
-from aidge_lite.models import datasets, zoo
 from aidge_lite.testing import quantizable_graphs
 
 
@@ -52,13 +51,6 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.fixture(scope="module")
-def mnist8():
-    data = datasets.mnist()
-    graph = aidge_lite.quantize_network(zoo.load("mnist8"), data.calib_x[:64].astype(np.float32))
-    return graph, data.test_x[:8].astype(np.float32)
-
-
 def test_mnist8_compiles_its_convs_relus_and_pools(mnist8):
     graph, images = mnist8
     graph = graph.copy()
@@ -88,13 +80,19 @@ def test_each_input_signature_gets_its_own_list(mnist8):
     assert len(compiled(graph)) == 3
 
 
+def _compiled_copy(graph, x):
+    """A copy of `graph` run twice on `x` (compiled from the second call), its outputs, and
+    its first conv."""
+    graph = graph.copy()
+    for _ in range(2):
+        out = aidge_lite.run(graph, x, engine="integer")
+    return graph, out, next(n for n in graph.topo_order() if n.op is OpType.CONV)
+
+
 def test_folded_relu_follows_a_quantizer_bound_changed_in_place(mnist8):
     graph, images = mnist8
-    graph = graph.copy()
     x = images[:2]
-    for _ in range(2):
-        before = aidge_lite.run(graph, x, engine="integer")
-    conv = next(n for n in graph.topo_order() if n.op is OpType.CONV)
+    graph, before, conv = _compiled_copy(graph, x)
     (q,) = graph.consumers(conv.name)
     q.attrs["lo"] = 5  # the folded Relu's bound must follow: max(lo, 0) is now 5
     q.attrs["hi"] = 40
@@ -167,11 +165,8 @@ def test_inputs_are_still_checked_once_compiled(mnist8):
 
 def test_replaced_conv_weight_is_seen_by_the_compiled_steps(mnist8):
     graph, images = mnist8
-    graph = graph.copy()
     x = images[:1]
-    for _ in range(2):
-        before = aidge_lite.run(graph, x, engine="integer")
-    conv = next(n for n in graph.topo_order() if n.op is OpType.CONV)
+    graph, before, conv = _compiled_copy(graph, x)
     w = graph.constant(conv.inputs[1])
     graph.set_constant(conv.inputs[1], -w)
     for _ in range(2):

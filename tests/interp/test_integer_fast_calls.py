@@ -10,7 +10,6 @@ import aidge_lite
 from aidge_lite import kernels
 from aidge_lite.kernels.conv_packed import conv2d_requant_prepare
 from aidge_lite.kernels.dense import gemm_prepare
-from aidge_lite.models import datasets, zoo
 
 CASES = [  # (x shape, x dtype, w shape, geometry): depthwise/few-channel, implicit GEMM, pointwise
     ((1, 1, 28, 28), np.int8, (8, 1, 5, 5), [1, 1, 2, 2, 2, 2, 1, 1, 1]),
@@ -78,13 +77,6 @@ def test_prepared_conv_leaves_value_dependent_paths_to_the_checked_entry():
     params = np.array([kernels.HALF_AWAY, -128, 127], np.int64)
     assert conv2d_requant_prepare((1, 3, 9, 9), np.int16, layer, np.zeros(4, np.int64), np.full(4, 1e-3),
                                   params, np.int8) is None
-
-
-@pytest.fixture(scope="module")
-def mnist8():
-    data = datasets.mnist()
-    graph = aidge_lite.quantize_network(zoo.load("mnist8"), data.calib_x[:64].astype(np.float32))
-    return graph, data.test_x[:6].astype(np.float32)
 
 
 def test_one_sample_calls_equal_batch_and_fake_quant(mnist8):
